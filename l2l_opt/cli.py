@@ -1,0 +1,420 @@
+"""The ``l2l-opt`` command: meta-train, compare, plot, demo, problems."""
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+import problems
+from l2l_opt import checkpoint, evaluate, plotting, transform
+from l2l_opt.checkpoint import CheckpointError
+from l2l_opt.config import ConfigError, LSTMOptConfig
+from l2l_opt.meta_train import MetaTrainConfig, meta_train_init, meta_train_step
+
+CHECKPOINT = "checkpoint.npz"
+WEIGHTS = "weights.npz"
+METRICS = "metrics.jsonl"
+META_TRAIN_STREAM = 0  # meta-training's key stream; see evaluate.VALIDATION_STREAM
+
+# The demo's recipe: the paper's network and meta-training on 10-dim Gaussian quadratics.
+DEMO_OUTER_STEPS = 1000
+
+
+class UsageError(Exception):
+    """Bad command-line use, reported in one line with exit status 2."""
+
+
+# ----------------------------------------------------------------------------- meta-train
+
+_NET_FLAGS = {
+    "num_layers": int,
+    "hidden_size": int,
+    "preprocessing": str,
+    "p": float,
+    "output_scale": float,
+}
+_TRAIN_FLAGS = {
+    "problem": str,
+    "num_tasks": int,
+    "unroll_length": int,
+    "horizon": int,
+    "meta_learning_rate": float,
+    "clip_norm": float,
+    "max_nonfinite": int,
+}
+
+
+def _add_meta_train_flags(p: argparse.ArgumentParser) -> None:
+    defaults = MetaTrainConfig()
+    for name, typ in _TRAIN_FLAGS.items():
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=typ,
+            default=None,
+            help=f"(default {getattr(defaults, name)})",
+        )
+    p.add_argument(
+        "--second-order",
+        action="store_true",
+        default=None,
+        help="keep the optimizee's second derivatives in the meta-gradient",
+    )
+    for name, typ in _NET_FLAGS.items():
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=typ,
+            default=None,
+            help=f"network: (default {getattr(defaults.net, name)})",
+        )
+
+
+def _config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[str, Any]]:
+    """The run's config, and the flags the user gave explicitly."""
+    given = {k: getattr(args, k) for k in (*_TRAIN_FLAGS, "second_order", *_NET_FLAGS)}
+    given = {k: v for k, v in given.items() if v is not None}
+    net = LSTMOptConfig(**{k: v for k, v in given.items() if k in _NET_FLAGS})
+    train = {k: v for k, v in given.items() if k not in _NET_FLAGS}
+    return MetaTrainConfig(net=net, **train), given
+
+
+def meta_train(
+    config: MetaTrainConfig,
+    out: str,
+    *,
+    outer_steps: int,
+    seed: int,
+    resume: bool,
+    checkpoint_every: int,
+    given: dict[str, Any] | None = None,
+) -> str:
+    """Runs (or resumes) meta-training into `out`; returns the path of the final weights."""
+    if outer_steps <= 0:
+        raise UsageError(f"--outer-steps={outer_steps} is invalid: must be an integer > 0")
+    if checkpoint_every <= 0:
+        raise UsageError(f"--checkpoint-every={checkpoint_every} is invalid: must be > 0")
+    os.makedirs(out, exist_ok=True)
+    ckpt = os.path.join(out, CHECKPOINT)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), META_TRAIN_STREAM)
+    if os.path.exists(ckpt) and not resume:
+        raise UsageError(f"{out} already holds a run ({ckpt}); pass --resume or another --out")
+    if resume and os.path.exists(ckpt):
+        state, config = _resume(ckpt, config, seed, given or {})
+        tqdm.write(f"resuming {ckpt} at outer step {int(state.step)}")
+    else:
+        state = meta_train_init(key, config)
+    info = {"config": config.to_dict(), "seed": seed}
+    step_fn = jax.jit(functools.partial(meta_train_step, config=config))
+    start = int(state.step)
+    bar = tqdm(total=outer_steps, initial=start, desc="meta-train", unit="step", dynamic_ncols=True)
+    window: list[float] = []
+    t0 = time.perf_counter()
+    for _ in range(start, outer_steps):
+        state, metrics = step_fn(state)
+        loss, skipped = float(metrics.meta_loss), bool(metrics.skipped)
+        if skipped:
+            tqdm.write(
+                f"step {int(state.step)}: non-finite meta-loss or meta-gradient, update skipped "
+                f"({int(state.nonfinite_in_a_row)} in a row, {int(state.nonfinite_total)} total)"
+            )
+            if int(state.nonfinite_in_a_row) >= config.max_nonfinite:
+                bar.close()
+                raise RuntimeError(
+                    f"stopped: {config.max_nonfinite} non-finite outer steps in a row; the last "
+                    f"good checkpoint is {ckpt}; lower --meta-learning-rate or --clip-norm"
+                )
+        else:
+            window.append(loss)
+        bar.update(1)
+        bar.set_postfix(meta_loss=f"{loss:.4g}")
+        step = int(state.step)
+        if step % checkpoint_every == 0 or step == outer_steps:
+            checkpoint.save_state(ckpt, state, {**info, "step": step})
+            line = {
+                "step": step,
+                "meta_loss": float(np.mean(window)) if window else None,
+                "nonfinite_total": int(state.nonfinite_total),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            with open(os.path.join(out, METRICS), "a") as f:
+                f.write(json.dumps(line) + "\n")
+            window = []
+    bar.close()
+    weights = os.path.join(out, WEIGHTS)
+    checkpoint.save_weights(
+        weights, state.theta, config.net, {**info, "outer_steps": int(state.step)}
+    )
+    return weights
+
+
+def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]):
+    """Loads the checkpoint; its config wins, but flags that contradict it are an error."""
+    info = checkpoint.read_state_info(ckpt)
+    try:
+        saved = MetaTrainConfig.from_dict(info["config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{ckpt}: bad or missing config ({e})") from e
+    flat = {**dataclasses.asdict(saved), **dataclasses.asdict(saved.net)}
+    clash = {k: (v, flat[k]) for k, v in given.items() if flat.get(k) != v}
+    if clash or info.get("seed") != seed:
+        if info.get("seed") != seed:
+            clash["seed"] = (seed, info.get("seed"))
+        detail = ", ".join(
+            f"--{k.replace('_', '-')}={a!r} (run has {b!r})" for k, (a, b) in clash.items()
+        )
+        raise UsageError(f"cannot resume {ckpt} with different settings: {detail}")
+    shapes = jax.eval_shape(functools.partial(meta_train_init, config=saved), jax.random.PRNGKey(0))
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    state, _ = checkpoint.load_state(ckpt, template)
+    return jax.tree.map(jax.numpy.asarray, state), saved
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def compare(
+    problem_name: str,
+    weights: str | None,
+    out: str,
+    *,
+    steps: int | None,
+    num_test: int,
+    num_val: int,
+    seed: int,
+    figure: str | None = None,
+) -> dict[str, Any]:
+    """Tunes the baselines on validation instances, evaluates all on test instances.
+
+    Writes ``out/results.json`` and the figure (``out/<problem>.png`` unless `figure`),
+    prints the table, and returns the results.
+    """
+    problem = problems.get(problem_name)
+    steps = problem.horizon if steps is None else steps
+    for flag, v in (("--steps", steps), ("--num-test", num_test), ("--num-val", num_val)):
+        if v <= 0:
+            raise UsageError(f"{flag}={v} is invalid: must be an integer > 0")
+    if num_test < 2:
+        raise UsageError(f"--num-test={num_test} is invalid: a 95% interval needs at least 2")
+    os.makedirs(out, exist_ok=True)
+    val_keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
+    test_keys = evaluate.instance_keys(seed, evaluate.TEST_STREAM, num_test)
+    theta, net = transform.resolve_weights(weights, None)
+    runs = {"lstm": lambda lr: transform.learned_opt(theta, config=net), **evaluate.BASELINES}
+    results: dict[str, Any] = {
+        "problem": problem_name,
+        "steps": steps,
+        "num_test": num_test,
+        "num_val": num_val,
+        "seed": seed,
+        "weights": weights or f"shipped:{_default_name()}",
+        "lr_grid": evaluate.log_grid().tolist(),
+        "optimizers": {},
+    }
+    bar = tqdm(runs.items(), desc="compare", unit="optimizer", dynamic_ncols=True)
+    for name, make_opt in bar:
+        bar.set_postfix(optimizer=name)
+        if name == "lstm":
+            lr, tuning = None, None
+        else:
+            tuned = evaluate.tune_learning_rate(problem, make_opt, val_keys, steps)
+            lr = tuned.learning_rate
+            tuning = {"grid": tuned.grid.tolist(), "val_final_mean": tuned.scores.tolist()}
+        curves = jax.jit(
+            lambda k, lr=lr, m=make_opt: evaluate.loss_curves(problem, m(lr), k, steps)
+        )
+        s = evaluate.summarize(np.asarray(curves(test_keys)))
+        results["optimizers"][name] = {
+            "learning_rate": lr,
+            "log10_final_mean": s.log10_final_mean,
+            "final_mean": s.final_mean,
+            "final_low": s.final_low,
+            "final_high": s.final_high,
+            "mean": s.mean.tolist(),
+            "low": s.low.tolist(),
+            "high": s.high.tolist(),
+            "tuning": tuning,
+        }
+    _write_json(os.path.join(out, "results.json"), results)
+    print(format_table(results))
+    fig_path = figure or os.path.join(out, f"{problem_name}.png")
+    save_figure(results, fig_path)
+    print(f"wrote {os.path.join(out, 'results.json')} and {fig_path}")
+    return results
+
+
+def _default_name() -> str:
+    from l2l_opt import pretrained  # noqa: PLC0415
+
+    return pretrained.DEFAULT
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _write_json(path: str, obj: Any) -> None:
+    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False)
+    checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """optimizer | tuned lr | log10 mean final loss | mean final loss [95% CI] | / Adam."""
+    opts = results["optimizers"]
+    adam = opts.get("adam", {}).get("final_mean")
+    rows = [("optimizer", "tuned lr", "log10 mean final", "mean final loss [95% CI]", "/ Adam")]
+    for name, r in opts.items():
+        lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:.3g}"
+        log10 = r["log10_final_mean"]
+        ci = f"{r['final_mean']:.4g} [{r['final_low']:.3g}, {r['final_high']:.3g}]"
+        ratio = f"{r['final_mean'] / adam:.3g}" if adam else "-"
+        rows.append((name, lr, "nan" if log10 is None else f"{log10:.3f}", ci, ratio))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    head = (
+        f"{results['problem']}: {results['num_test']} test instances, {results['steps']} steps "
+        f"(baselines tuned on {results['num_val']} validation instances)"
+    )
+    return head + "\n" + "\n".join(lines)
+
+
+def save_figure(results: dict[str, Any], path: str) -> None:
+    title = f"{results['problem']}: learned LSTM vs tuned baselines"
+    fig = plotting.loss_curves_figure(results, title)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+
+
+def plot(results_path: str, out: str) -> None:
+    try:
+        with open(results_path) as f:
+            results = json.load(f)
+    except FileNotFoundError as e:
+        raise UsageError(f"{results_path}: file not found (run `l2l-opt compare` first)") from e
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{results_path}: not valid JSON ({e})") from e
+    save_figure(results, out)
+    print(f"wrote {out}")
+
+
+def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
+    """Meta-trains on quadratics, compares with tuned baselines, writes the figure."""
+    t0 = time.perf_counter()
+    config = MetaTrainConfig(problem="quadratic")
+    run_dir = os.path.join(out, "meta_train")
+    weights = meta_train(
+        config, run_dir, outer_steps=outer_steps, seed=seed, resume=True, checkpoint_every=250
+    )
+    compare(
+        "quadratic",
+        weights,
+        os.path.join(out, "compare"),
+        steps=100,
+        num_test=100,
+        num_val=20,
+        seed=seed,
+        figure=os.path.join(plots_dir, "quadratic.png"),
+    )
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+
+
+def list_problems() -> None:
+    for name in problems.names():
+        p = problems.get(name)
+        print(f"{name:20s} horizon {p.horizon:5d}  {p.description}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l2l-opt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("meta-train", help="meta-train the LSTM optimizer by truncated BPTT")
+    p.add_argument("--outer-steps", type=int, required=True)
+    p.add_argument("--out", required=True, help="run directory (checkpoint, weights, metrics)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from DIR's checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    _add_meta_train_flags(p)
+
+    p = sub.add_parser("compare", help="learned optimizer vs tuned SGD, NAG, RMSprop, Adam")
+    p.add_argument("--problem", default="quadratic", choices=problems.names())
+    p.add_argument("--weights", default=None, help="weights .npz or shipped name")
+    p.add_argument("--steps", type=int, default=None, help="(default: the problem's horizon)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num-test", type=int, default=100)
+    p.add_argument("--num-val", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("plot", help="redraw a figure from a compare results.json")
+    p.add_argument("--results", required=True)
+    p.add_argument("--out", required=True, help="output .png")
+
+    p = sub.add_parser("demo", help="meta-train on quadratics, compare, plot (about 3 min)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--plots", default="plots")
+    p.add_argument("--outer-steps", type=int, default=DEMO_OUTER_STEPS)
+    p.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("problems", help="list the registered problems")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "meta-train":
+            config, given = _config_from_flags(args)
+            weights = meta_train(
+                config,
+                args.out,
+                outer_steps=args.outer_steps,
+                seed=args.seed,
+                resume=args.resume,
+                checkpoint_every=args.checkpoint_every,
+                given=given,
+            )
+            print(f"wrote {weights}")
+        elif args.command == "compare":
+            compare(
+                args.problem,
+                args.weights,
+                args.out,
+                steps=args.steps,
+                num_test=args.num_test,
+                num_val=args.num_val,
+                seed=args.seed,
+            )
+        elif args.command == "plot":
+            plot(args.results, args.out)
+        elif args.command == "demo":
+            demo(args.out, args.plots, args.outer_steps, args.seed)
+        elif args.command == "problems":
+            list_problems()
+    except (UsageError, ConfigError, CheckpointError, ValueError, OSError) as e:
+        print(f"l2l-opt: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"l2l-opt: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Evaluation of any optax optimizer on a problem family, and learning-rate tuning."""
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from problems.base import Problem
+
+# Disjoint key streams: meta-training draws from fold_in(key(seed), 0); validation and
+# test instances from these, so they are never seen in meta-training or tuning.
+VALIDATION_STREAM = 1_000_001
+TEST_STREAM = 2_000_003
+
+
+def instance_keys(seed: int, stream: int, num: int) -> jax.Array:
+    """`num` keys for the instances of `stream` (`VALIDATION_STREAM` or `TEST_STREAM`)."""
+    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), stream), num)
+
+
+def log_grid(low: float = 1e-4, high: float = 1.0, per_decade: int = 3) -> np.ndarray:
+    """Log-spaced learning rates from `low` to `high`, `per_decade` points per decade."""
+    n = round(math.log10(high / low) * per_decade) + 1
+    return np.logspace(math.log10(low), math.log10(high), n)
+
+
+def loss_curves(
+    problem: Problem, opt: optax.GradientTransformation, keys: jax.Array, num_steps: int
+) -> jax.Array:
+    """Losses ``[M, num_steps + 1]`` of `opt` on the M instances drawn from `keys`.
+
+    Entry ``[i, t]`` is instance i's loss after t steps (on a fresh batch for stochastic
+    problems); instance, init and batches come from ``keys[i]`` alone.
+    """
+
+    def one(key):
+        k_instance, k_init, k_batches = jax.random.split(key, 3)
+        instance = problem.sample_instance(k_instance)
+        params = problem.init_params(k_init, instance)
+        batch_keys = jax.random.split(k_batches, num_steps + 1)
+
+        def step(carry, k):
+            params, opt_state = carry
+            batch = problem.sample_batch(k, instance)
+            loss, grads = jax.value_and_grad(problem.loss)(params, instance, batch)
+            updates, opt_state = opt.update(grads, opt_state, params, value=loss)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), batch_keys[:-1])
+        final = problem.loss(params, instance, problem.sample_batch(batch_keys[-1], instance))
+        return jnp.append(losses, final)
+
+    return jax.vmap(one)(keys)
+
+
+BASELINES: dict[str, Callable[[jax.Array], optax.GradientTransformation]] = {
+    "sgd": optax.sgd,
+    "nag": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "rmsprop": optax.rmsprop,
+    "adam": optax.adam,
+}
+
+
+class Tuned(NamedTuple):
+    learning_rate: float
+    grid: np.ndarray  # the learning rates tried
+    scores: np.ndarray  # mean final validation loss per learning rate (inf if not finite)
+
+
+def _score(final_losses: np.ndarray) -> float:
+    m = float(np.mean(final_losses))
+    return m if math.isfinite(m) else math.inf
+
+
+def tune_learning_rate(
+    problem: Problem,
+    make_opt: Callable[[jax.Array], optax.GradientTransformation],
+    keys: jax.Array,
+    num_steps: int,
+    grid: np.ndarray | None = None,
+) -> Tuned:
+    """Grid search: the learning rate with the lowest mean final loss on `keys`' instances."""
+    grid = log_grid() if grid is None else np.asarray(grid)
+    run = jax.jit(jax.vmap(lambda lr: loss_curves(problem, make_opt(lr), keys, num_steps)[:, -1]))
+    finals = np.asarray(run(jnp.asarray(grid, jnp.float32)))
+    scores = np.array([_score(f) for f in finals])
+    return Tuned(float(grid[int(np.argmin(scores))]), grid, scores)
+
+
+class Summary(NamedTuple):
+    mean: np.ndarray  # [T + 1] mean loss per step
+    low: np.ndarray  # [T + 1] lower end of the 95% interval of the mean
+    high: np.ndarray  # [T + 1] upper end
+    final_mean: float
+    final_low: float
+    final_high: float
+    log10_final_mean: float
+
+
+def summarize(losses: np.ndarray) -> Summary:
+    """Mean per step with a 95% normal interval (1.96 standard errors), over instances."""
+    losses = np.asarray(losses, np.float64)
+    mean = losses.mean(0)
+    sem = losses.std(0, ddof=1) / math.sqrt(losses.shape[0]) if losses.shape[0] > 1 else 0 * mean
+    low, high = mean - 1.96 * sem, mean + 1.96 * sem
+    final = float(mean[-1])
+    log10 = math.log10(final) if final > 0 and math.isfinite(final) else float("nan")
+    return Summary(mean, low, high, final, float(low[-1]), float(high[-1]), log10)

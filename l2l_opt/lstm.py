@@ -1,0 +1,87 @@
+"""The coordinatewise deep LSTM: one set of weights, one (h, c) state per coordinate."""
+
+import functools
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from l2l_opt import preprocessing
+from l2l_opt.config import LSTMOptConfig
+
+# Per coordinate: one hk.LSTMState([N, H], [N, H]) for each layer.
+LSTMCoreState = tuple[hk.LSTMState, ...]
+
+
+def _layers(config: LSTMOptConfig) -> list[hk.LSTM]:
+    return [hk.LSTM(config.hidden_size, name=f"lstm_{i}") for i in range(config.num_layers)]
+
+
+def _forward(
+    feats_NxF: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
+) -> tuple[jax.Array, LSTMCoreState]:
+    """One step of the coordinatewise network: features ``[N, F]`` -> updates ``[N]``."""
+    x_NxH = feats_NxF
+    new_state = []
+    for layer, layer_state in zip(_layers(config), state, strict=True):
+        x_NxH, s = layer(x_NxH, layer_state)
+        new_state.append(s)
+    out_Nx1 = hk.Linear(1, name="head")(x_NxH)
+    return out_Nx1[:, 0] * config.output_scale, tuple(new_state)
+
+
+@functools.cache
+def network(config: LSTMOptConfig) -> hk.Transformed:
+    """The Haiku network for `config`: ``init(key, feats_NxF, state)``, ``apply(theta, ...)``.
+
+    ``apply(theta, feats_NxF, state)`` returns ``(update_N, new_state)``. Cached per config, so every caller shares
+    the same pure functions.
+    """
+    return hk.without_apply_rng(hk.transform(functools.partial(_forward, config=config)))
+
+
+def initial_state(config: LSTMOptConfig, n: int, dtype=jnp.float32) -> LSTMCoreState:
+    """Zero (h, c) for `n` coordinates, one `hk.LSTMState` per layer."""
+    z = jnp.zeros((n, config.hidden_size), dtype)
+    return tuple(hk.LSTMState(hidden=z, cell=z) for _ in range(config.num_layers))
+
+
+def init_theta(key: ArrayLike, config: LSTMOptConfig) -> hk.Params:
+    """Fresh meta-parameters: a dict ``{"module": {"param": array}}`` (float32)."""
+    feats = jnp.zeros((1, preprocessing.NUM_FEATURES[config.preprocessing]), jnp.float32)
+    return network(config).init(key, feats, initial_state(config, 1))
+
+
+def apply(
+    theta: hk.Params, g_N: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
+) -> tuple[jax.Array, LSTMCoreState]:
+    """Preprocesses the flat gradient `g_N` and runs one network step: ``(update_N, state)``."""
+    feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
+    return network(config).apply(theta, feats, state)
+
+
+@functools.cache
+def theta_shapes(config: LSTMOptConfig) -> hk.Params:
+    """``{"module": {"param": jax.ShapeDtypeStruct}}`` of `config`'s network."""
+    return jax.eval_shape(functools.partial(init_theta, config=config), jax.random.PRNGKey(0))
+
+
+def check_theta(theta: hk.Params, config: LSTMOptConfig) -> None:
+    """Raises ValueError unless `theta` has exactly the modules, params and shapes of `config`."""
+    want = theta_shapes(config)
+    if not isinstance(theta, dict) or set(theta) != set(want):
+        got = sorted(theta) if isinstance(theta, dict) else type(theta).__name__
+        raise ValueError(f"theta has modules {got}, but {config} needs {sorted(want)}")
+    for module, params in want.items():
+        for name, spec in params.items():
+            arr = theta[module].get(name) if isinstance(theta[module], dict) else None
+            if arr is None or tuple(jnp.shape(arr)) != spec.shape:
+                shape = None if arr is None else tuple(jnp.shape(arr))
+                raise ValueError(
+                    f"theta[{module!r}][{name!r}] has shape {shape}, "
+                    f"but {config} needs {spec.shape}"
+                )
+        extra = set(theta[module]) - set(params)
+        if extra:
+            raise ValueError(f"theta[{module!r}] has unexpected params {sorted(extra)}")

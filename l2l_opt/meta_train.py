@@ -1,0 +1,193 @@
+"""Meta-training by truncated backpropagation through time over a batch of optimizees."""
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+import problems
+from l2l_opt import lstm, unroll
+from l2l_opt.config import (
+    ConfigError,
+    LSTMOptConfig,
+    check,
+    check_positive_float,
+    check_positive_int,
+    from_dict,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+    """Settings of a meta-training run (defaults: Andrychowicz et al. 2016).
+
+    Attributes:
+      problem: registered problem family (``l2l-opt problems``).
+      num_tasks: optimizees trained in parallel per outer step.
+      unroll_length: inner steps per truncation (K); must divide `horizon`.
+      horizon: inner steps per optimizee before it is re-sampled (T).
+      meta_learning_rate: Adam's learning rate on theta.
+      clip_norm: meta-gradients are clipped to this global norm.
+      second_order: keep second derivatives of the optimizee (paper: dropped).
+      max_nonfinite: stop after this many outer steps in a row with a non-finite meta-loss
+        or meta-gradient (each is skipped).
+      net: the network's architecture.
+    """
+
+    problem: str = "quadratic"
+    num_tasks: int = 128
+    unroll_length: int = 20
+    horizon: int = 100
+    meta_learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    second_order: bool = False
+    max_nonfinite: int = 10
+    net: LSTMOptConfig = LSTMOptConfig()
+
+    def __post_init__(self):
+        check(
+            self.problem in problems.names(),
+            "MetaTrainConfig",
+            "problem",
+            self.problem,
+            f"must be one of {list(problems.names())}",
+        )
+        check_positive_int(self, "num_tasks", "unroll_length", "horizon", "max_nonfinite")
+        check(
+            self.horizon % self.unroll_length == 0,
+            "MetaTrainConfig",
+            "unroll_length",
+            self.unroll_length,
+            f"must divide horizon={self.horizon} (and so be at most horizon)",
+        )
+        check_positive_float(self, "meta_learning_rate", "clip_norm")
+        check(
+            isinstance(self.second_order, bool),
+            "MetaTrainConfig",
+            "second_order",
+            self.second_order,
+            "must be true or false",
+        )
+        check(
+            isinstance(self.net, LSTMOptConfig),
+            "MetaTrainConfig",
+            "net",
+            self.net,
+            "must be an LSTMOptConfig",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MetaTrainConfig":
+        d = dict(d)
+        if "net" in d:
+            if not isinstance(d["net"], dict):
+                raise ConfigError(f"MetaTrainConfig.net={d['net']!r} is invalid: must be a dict")
+            d["net"] = LSTMOptConfig.from_dict(d["net"])
+        return from_dict(cls, d)
+
+
+class MetaTrainState(NamedTuple):
+    """Everything a meta-training run needs to continue, bit for bit."""
+
+    theta: hk.Params
+    meta_opt_state: optax.OptState
+    tasks: unroll.UnrollState  # batched: leading axis num_tasks
+    key: jax.Array  # uint32[2]
+    step: jax.Array  # shape=(), int32: outer steps taken
+    nonfinite_in_a_row: jax.Array  # shape=(), int32
+    nonfinite_total: jax.Array  # shape=(), int32
+
+
+class MetaTrainMetrics(NamedTuple):
+    meta_loss: jax.Array  # mean over tasks of the truncation's summed loss
+    grad_norm: jax.Array  # global norm of the meta-gradient, before clipping
+    skipped: jax.Array  # bool: the update was skipped (non-finite)
+
+
+def meta_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
+    """Adam on theta, after clipping the meta-gradient's global norm."""
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.meta_learning_rate)
+    )
+
+
+def _new_tasks(config: MetaTrainConfig, key: jax.Array) -> unroll.UnrollState:
+    problem = problems.get(config.problem)
+    keys = jax.random.split(key, config.num_tasks)
+    return jax.vmap(lambda k: unroll.init_unroll_state(problem, config.net, k))(keys)
+
+
+def meta_train_init(key: jax.Array, config: MetaTrainConfig) -> MetaTrainState:
+    """A fresh run: new theta, meta-optimizer state and optimizees, all from `key`."""
+    k_theta, k_tasks, k_next = jax.random.split(key, 3)
+    theta = lstm.init_theta(k_theta, config.net)
+    zero = jnp.zeros([], jnp.int32)
+    return MetaTrainState(
+        theta=theta,
+        meta_opt_state=meta_optimizer(config).init(theta),
+        tasks=_new_tasks(config, k_tasks),
+        key=k_next,
+        step=zero,
+        nonfinite_in_a_row=zero,
+        nonfinite_total=zero,
+    )
+
+
+def meta_loss_and_grad(
+    theta: hk.Params, tasks: unroll.UnrollState, config: MetaTrainConfig
+) -> tuple[tuple[jax.Array, unroll.UnrollState], hk.Params]:
+    """``((mean meta-loss, new tasks), d meta-loss / d theta)`` over the batch of tasks."""
+    run = functools.partial(
+        unroll.unroll,
+        problem=problems.get(config.problem),
+        config=config.net,
+        num_steps=config.unroll_length,
+        horizon=config.horizon,
+        second_order=config.second_order,
+    )
+
+    def batch_loss(theta):
+        meta_losses, (new_tasks, _) = jax.vmap(run, in_axes=(None, 0))(theta, tasks)
+        return jnp.mean(meta_losses), new_tasks
+
+    return jax.value_and_grad(batch_loss, has_aux=True)(theta)
+
+
+def meta_train_step(
+    state: MetaTrainState, *, config: MetaTrainConfig
+) -> tuple[MetaTrainState, MetaTrainMetrics]:
+    """One outer step: unroll every task K steps, then one meta-optimizer step on theta.
+
+    A non-finite meta-loss or meta-gradient skips the update of theta and re-samples the
+    optimizees (they may have diverged); the skip is counted in the state.
+    """
+    (loss, tasks), grads = meta_loss_and_grad(state.theta, state.tasks, config)
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, meta_opt_state = meta_optimizer(config).update(
+        grads, state.meta_opt_state, state.theta
+    )
+    theta = optax.apply_updates(state.theta, updates)
+    key, k_tasks = jax.random.split(state.key)
+
+    def keep_if_ok(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+    in_a_row = jnp.where(ok, 0, state.nonfinite_in_a_row + 1)
+    new_state = MetaTrainState(
+        theta=keep_if_ok(theta, state.theta),
+        meta_opt_state=keep_if_ok(meta_opt_state, state.meta_opt_state),
+        tasks=jax.lax.cond(ok, lambda: tasks, lambda: _new_tasks(config, k_tasks)),
+        key=key,
+        step=state.step + 1,
+        nonfinite_in_a_row=in_a_row.astype(jnp.int32),
+        nonfinite_total=(state.nonfinite_total + (~ok)).astype(jnp.int32),
+    )
+    return new_state, MetaTrainMetrics(loss, grad_norm, ~ok)

@@ -1,0 +1,52 @@
+"""Gradient preprocessing: per-coordinate gradients to LSTM input features."""
+
+import jax
+import jax.numpy as jnp
+
+
+def identity(g_N: jax.Array, p: float = 10.0) -> jax.Array:
+    """Feeds the raw gradient: :math:`x = g`, shape ``[N] -> [N, 1]``.
+
+    Args:
+      g_N: flat gradient.
+      p: unused, for a signature shared with `log_sign`.
+
+    Returns:
+      Features ``[N, 1]`` in ``g_N``'s dtype.
+    """
+    del p
+    return g_N[:, None]
+
+
+def log_sign(g_N: jax.Array, p: float = 10.0) -> jax.Array:
+    r"""The log/sign rule of Andrychowicz et al. 2016, Appendix A.
+
+    .. math::
+      x = \begin{cases} (\log|g| / p,\ \mathrm{sign}(g)) & |g| \ge e^{-p} \\
+                        (-1,\ e^{p} g) & \text{otherwise} \end{cases}
+
+    Non-finite gradients stay in their own coordinate: NaN maps to ``(-1, NaN)`` there and
+    nowhere else; ``±inf`` maps to ``(inf, ±1)``.
+
+    Args:
+      g_N: flat gradient.
+      p: threshold exponent (paper: 10).
+
+    Returns:
+      Features ``[N, 2]`` in ``g_N``'s dtype.
+
+    References:
+      Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
+    """
+    abs_g = jnp.abs(g_N)
+    big = abs_g >= jnp.exp(-p)
+    # The `where` inside the log keeps log(0) out of the graph, so gradients through
+    # the unused branch stay finite when second derivatives are kept.
+    safe_abs = jnp.where(big, abs_g, 1.0)
+    first = jnp.where(big, jnp.log(safe_abs) / p, -1.0)
+    second = jnp.where(big, jnp.sign(g_N), jnp.exp(p) * g_N)
+    return jnp.stack([first, second], axis=-1).astype(g_N.dtype)
+
+
+PREPROCESSORS = {"identity": identity, "log_sign": log_sign}
+NUM_FEATURES = {"identity": 1, "log_sign": 2}

@@ -1,0 +1,150 @@
+"""Gradient transformations: the learned optimizer as an optax `GradientTransformation`."""
+
+import os
+from typing import NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+from l2l_opt import lstm
+from l2l_opt.config import LSTMOptConfig
+
+
+class LearnedOptState(NamedTuple):
+    """State of `scale_by_lstm`."""
+
+    lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([leaf.size, H]) per layer
+    count: jax.Array  # shape=(), dtype=int32
+
+
+def _compute_dtype(dtype) -> jnp.dtype:
+    """float32, or wider when the leaf is wider (float64 under x64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def scale_by_lstm(
+    theta: hk.Params, config: LSTMOptConfig | None = None
+) -> optax.GradientTransformationExtraArgs:
+    r"""Replaces each gradient coordinate by the output of a shared coordinatewise LSTM.
+
+    .. math::
+      (u_t^i, s_{t+1}^i) = m(\mathrm{pre}(g_t^i), s_t^i; \theta)
+
+    with one LSTM state :math:`s^i` per coordinate :math:`i` of every leaf and weights
+    :math:`\theta` shared by all. The sign is the network's: add the result to the params
+    (``optax.apply_updates``). Features are computed in float32 (float64 for float64 leaves)
+    and each update is cast back to its gradient's dtype.
+
+    Args:
+      theta: the network's meta-parameters (`l2l_opt.lstm.init_theta` or a checkpoint).
+      config: the network's architecture; defaults to `LSTMOptConfig()`.
+
+    Returns:
+      A `GradientTransformationExtraArgs`; its update accepts and ignores ``value=`` and
+      any other extra keyword arguments.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, l2l_opt
+      >>> cfg = l2l_opt.LSTMOptConfig()
+      >>> tx = l2l_opt.scale_by_lstm(l2l_opt.lstm.init_theta(jax.random.key(0), cfg), cfg)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update(params, tx.init(params))
+      >>> updates["w"].shape
+      (3,)
+
+    References:
+      Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
+    """
+    config = LSTMOptConfig() if config is None else config
+    lstm.check_theta(theta, config)
+
+    def init_fn(params):
+        def leaf_state(p):
+            return lstm.initial_state(config, jnp.size(p), _compute_dtype(jnp.result_type(p)))
+
+        return LearnedOptState(
+            lstm=jax.tree.map(leaf_state, params), count=jnp.zeros([], jnp.int32)
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        del params, value, extra_args
+        leaves, treedef = jax.tree.flatten(updates)
+        leaf_states = treedef.flatten_up_to(state.lstm)
+        new_updates, new_states = [], []
+        for g, s in zip(leaves, leaf_states, strict=True):
+            dtype = s[0].hidden.dtype if s else _compute_dtype(g.dtype)
+            u_N, new_s = lstm.apply(theta, jnp.reshape(g, (-1,)).astype(dtype), s, config)
+            new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
+            new_states.append(new_s)
+        new_lstm = optax.tree.cast_like(treedef.unflatten(new_states), state.lstm)
+        count = optax.safe_increment(state.count)
+        return treedef.unflatten(new_updates), LearnedOptState(lstm=new_lstm, count=count)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def resolve_weights(
+    theta: hk.Params | str | os.PathLike | None, config: LSTMOptConfig | None
+) -> tuple[hk.Params, LSTMOptConfig]:
+    """Returns ``(theta, config)`` for `learned_opt`'s `theta` argument.
+
+    ``None`` gives the shipped default weights, a name listed by
+    `l2l_opt.pretrained.names()` the shipped weights of that name, any other str or path a
+    weights file, and a dict those weights (with `config`, or the default config).
+    """
+    from l2l_opt import checkpoint, pretrained  # noqa: PLC0415 (pretrained imports transform users)
+
+    if theta is None or (isinstance(theta, str) and theta in pretrained.names()):
+        loaded = pretrained.load(pretrained.DEFAULT if theta is None else theta)
+    elif isinstance(theta, (str, os.PathLike)):
+        loaded = checkpoint.load_weights(theta)
+    else:
+        return theta, LSTMOptConfig() if config is None else config
+    if config is not None and config != loaded[1]:
+        raise ValueError(f"config {config} does not match the weights' own config {loaded[1]}")
+    return loaded
+
+
+def learned_opt(
+    theta: hk.Params | str | os.PathLike | None = None,
+    *,
+    learning_rate: optax.ScalarOrSchedule = 1.0,
+    config: LSTMOptConfig | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""The learned LSTM optimizer, ready to use like `optax.adam`.
+
+    .. math::
+      \Delta\theta_t = \eta_t \, m(\mathrm{pre}(g_t), s_t; \phi)
+
+    ``learned_opt = chain(scale_by_lstm(theta, config), scale_by_learning_rate(lr,
+    flip_sign=False))``: the network already outputs a descent step, so ``learning_rate=1``
+    is the step it was meta-trained with.
+
+    Args:
+      theta: ``None`` for the shipped default weights; a shipped name (see
+        `l2l_opt.pretrained.names()`); a path to a ``.npz`` weights file; or a dict of
+        weights.
+      learning_rate: a scalar or schedule multiplying the network's output.
+      config: the architecture; only needed with a dict `theta` that is not the default.
+
+    Returns:
+      A `GradientTransformationExtraArgs`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, l2l_opt
+      >>> tx = optax.chain(optax.clip_by_global_norm(1.0), l2l_opt.learned_opt())
+      >>> params = {"w": jnp.ones(3), "b": jnp.zeros(())}
+      >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2)(params)
+      >>> updates, state = jax.jit(tx.update)(grads, tx.init(params))
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
+    """
+    theta, config = resolve_weights(theta, config)
+    return optax.chain(
+        scale_by_lstm(theta, config),
+        optax.scale_by_learning_rate(learning_rate, flip_sign=False),
+    )
