@@ -325,7 +325,7 @@ def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
         os.path.join(out, "compare"),
         steps=100,
         num_test=100,
-        num_val=20,
+        num_val=100,
         seed=seed,
         figure=os.path.join(plots_dir, "quadratic.png"),
     )
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="(default: the problem's horizon)")
     p.add_argument("--out", required=True)
     p.add_argument("--num-test", type=int, default=100)
-    p.add_argument("--num-val", type=int, default=20)
+    p.add_argument("--num-val", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("plot", help="redraw a figure from a compare results.json")

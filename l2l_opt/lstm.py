@@ -35,8 +35,8 @@ def _forward(
 def network(config: LSTMOptConfig) -> hk.Transformed:
     """The Haiku network for `config`: ``init(key, feats_NxF, state)``, ``apply(theta, ...)``.
 
-    ``apply(theta, feats_NxF, state)`` returns ``(update_N, new_state)``. Cached per config, so every caller shares
-    the same pure functions.
+    ``apply(theta, feats_NxF, state)`` returns ``(update_N, new_state)``. Cached per
+    config, so every caller shares the same pure functions.
     """
     return hk.without_apply_rng(hk.transform(functools.partial(_forward, config=config)))
 

@@ -1,0 +1,69 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from l2l_opt import lstm
+from l2l_opt.config import ConfigError, LSTMOptConfig
+
+
+def test_default_config_is_the_papers():
+    c = LSTMOptConfig()
+    assert (c.num_layers, c.hidden_size, c.preprocessing, c.p, c.output_scale) == (
+        2,
+        20,
+        "log_sign",
+        10.0,
+        0.1,
+    )
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_state_shapes_and_dtypes(layers):
+    config = LSTMOptConfig(num_layers=layers, hidden_size=5)
+    theta = lstm.init_theta(jax.random.key(0), config)
+    state = lstm.initial_state(config, 7)
+    assert len(state) == layers
+    for s in state:
+        assert s.hidden.shape == s.cell.shape == (7, 5) and s.hidden.dtype == jnp.float32
+    update, new_state = lstm.apply(theta, jnp.ones(7), state, config)
+    assert update.shape == (7,) and update.dtype == jnp.float32
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), new_state) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), state
+    )
+
+
+def test_weights_are_shared_across_coordinates():
+    config = LSTMOptConfig(hidden_size=4)
+    theta = lstm.init_theta(jax.random.key(0), config)
+    g = jnp.array([0.1, 0.1, -2.0])
+    update, _ = lstm.apply(theta, g, lstm.initial_state(config, 3), config)
+    assert update[0] == update[1] and update[0] != update[2]
+    # The same weights serve any number of coordinates, each coordinate on its own.
+    update_11, _ = lstm.apply(theta, jnp.full(11, -2.0), lstm.initial_state(config, 11), config)
+    assert bool(jnp.all(update_11 == update[2]))
+
+
+def test_check_theta_rejects_other_shapes():
+    theta = lstm.init_theta(jax.random.key(0), LSTMOptConfig(hidden_size=4))
+    with pytest.raises(ValueError, match="needs"):
+        lstm.check_theta(theta, LSTMOptConfig(hidden_size=5))
+    with pytest.raises(ValueError, match="modules"):
+        lstm.check_theta(theta, LSTMOptConfig(num_layers=1, hidden_size=4))
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("num_layers", -1),
+        ("num_layers", 1.5),
+        ("hidden_size", 0),
+        ("preprocessing", "log"),
+        ("p", 0.0),
+        ("p", float("nan")),
+        ("output_scale", -0.1),
+        ("output_scale", float("inf")),
+    ],
+)
+def test_config_validation_names_field_and_value(field, value):
+    with pytest.raises(ConfigError, match=rf"LSTMOptConfig\.{field}={value!r}"):
+        LSTMOptConfig(**{field: value})
