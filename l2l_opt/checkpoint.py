@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    # Fault injection for the crash tests: hold the half-done write open this many seconds.
+    delay = float(os.environ.get("L2L_OPT_FAULT_WRITE_DELAY", "0"))
     try:
         fd, tmp = tempfile.mkstemp(
             prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory
@@ -43,6 +46,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            if delay:
+                time.sleep(delay)
             os.fsync(f.fileno())
         os.replace(tmp, path)
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -58,6 +63,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[str]:
+    """Deletes temp files a killed `atomic_write` of `path` left behind; returns their names."""
+    path = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    stale = [n for n in os.listdir(directory) if n.startswith(base + ".") and n.endswith(".tmp")]
+    for n in stale:
+        os.unlink(os.path.join(directory, n))
+    return stale
 
 
 def _path_key(path) -> str:

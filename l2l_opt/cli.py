@@ -29,6 +29,11 @@ META_TRAIN_STREAM = 0  # meta-training's key stream; see evaluate.VALIDATION_STR
 DEMO_OUTER_STEPS = 1000
 
 
+def _log(message: str) -> None:
+    """A status line on stderr that does not break the progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
 class UsageError(Exception):
     """Bad command-line use, reported in one line with exit status 2."""
 
@@ -106,9 +111,12 @@ def meta_train(
     key = jax.random.fold_in(jax.random.PRNGKey(seed), META_TRAIN_STREAM)
     if os.path.exists(ckpt) and not resume:
         raise UsageError(f"{out} already holds a run ({ckpt}); pass --resume or another --out")
+    if resume:
+        for name in checkpoint.remove_stale_temp_files(ckpt):
+            _log(f"removed {name}, left by an interrupted checkpoint write")
     if resume and os.path.exists(ckpt):
         state, config = _resume(ckpt, config, seed, given or {})
-        tqdm.write(f"resuming {ckpt} at outer step {int(state.step)}")
+        _log(f"resuming {ckpt} at outer step {int(state.step)}")
     else:
         state = meta_train_init(key, config)
     info = {"config": config.to_dict(), "seed": seed}
@@ -121,7 +129,7 @@ def meta_train(
         state, metrics = step_fn(state)
         loss, skipped = float(metrics.meta_loss), bool(metrics.skipped)
         if skipped:
-            tqdm.write(
+            _log(
                 f"step {int(state.step)}: non-finite meta-loss or meta-gradient, update skipped "
                 f"({int(state.nonfinite_in_a_row)} in a row, {int(state.nonfinite_total)} total)"
             )

@@ -169,7 +169,7 @@ def meta_train_step(
     optimizees (they may have diverged); the skip is counted in the state.
     """
     (loss, tasks), grads = meta_loss_and_grad(state.theta, state.tasks, config)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, meta_opt_state = meta_optimizer(config).update(
         grads, state.meta_opt_state, state.theta

@@ -21,9 +21,7 @@ def _learned_opt_default(**kw):
 
 
 def _learned_opt_dict(**kw):
-    return l2l_opt.learned_opt(
-        lstm.init_theta(jax.random.key(1), TINY_NET), config=TINY_NET, **kw
-    )
+    return l2l_opt.learned_opt(lstm.init_theta(jax.random.key(1), TINY_NET), config=TINY_NET, **kw)
 
 
 FACTORIES = {

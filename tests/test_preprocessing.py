@@ -18,7 +18,9 @@ def test_log_sign_small_branch_matches_hand_computed():
     g = jnp.array([1e-6, -2e-6, 0.0], jnp.float32)
     feats = np.asarray(preprocessing.log_sign(g, p=10.0))
     np.testing.assert_array_equal(feats[:, 0], [-1.0, -1.0, -1.0])
-    np.testing.assert_allclose(feats[:, 1], [math.exp(10) * 1e-6, -math.exp(10) * 2e-6, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(
+        feats[:, 1], [math.exp(10) * 1e-6, -math.exp(10) * 2e-6, 0.0], rtol=1e-5
+    )
 
 
 def test_log_sign_threshold_uses_p():

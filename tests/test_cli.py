@@ -1,0 +1,169 @@
+"""The `l2l-opt` command, run as users run it: in a subprocess."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from l2l_opt import cli
+
+TINY = [
+    "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
+    "--num-layers", "1", "--hidden-size", "4",
+]  # fmt: skip
+
+
+def l2l(*args, env=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "l2l_opt.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _weights(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != "__meta__"}
+
+
+def _assert_same_weights(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted 40-step run, seed 7."""
+    out = tmp_path_factory.mktemp("ref")
+    l2l("meta-train", "--outer-steps", "40", "--checkpoint-every", "4", "--seed", "7",
+        "--out", str(out), *TINY)  # fmt: skip
+    return out
+
+
+def test_meta_train_writes_weights_checkpoint_and_metrics(reference_run):
+    assert {"weights.npz", "checkpoint.npz", "metrics.jsonl"} <= set(os.listdir(reference_run))
+    lines = [json.loads(x) for x in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(4, 41, 4))
+    assert all(np.isfinite(x["meta_loss"]) for x in lines)
+
+
+def test_resume_in_stages_gives_identical_weights(reference_run, tmp_path):
+    l2l("meta-train", "--outer-steps", "18", "--checkpoint-every", "4", "--seed", "7",
+        "--out", str(tmp_path), *TINY)  # fmt: skip
+    proc = l2l("meta-train", "--outer-steps", "40", "--checkpoint-every", "4", "--seed", "7",
+               "--out", str(tmp_path), "--resume")  # fmt: skip
+    assert "resuming" in proc.stderr and "step 18" in proc.stderr
+    _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
+
+
+def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_run, tmp_path):
+    """Five kills at random times, one of them inside a checkpoint write, then --resume."""
+    rng = random.Random(1234)
+    cmd = [sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "40",
+           "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume", *TINY]  # fmt: skip
+    kills = 0
+    for i in range(5):
+        during_write = i == 2
+        env = {**os.environ}
+        if during_write:
+            env["L2L_OPT_FAULT_WRITE_DELAY"] = "2"
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if during_write:
+            deadline = time.monotonic() + 120
+            while not any(n.endswith(".tmp") for n in os.listdir(tmp_path)):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+        else:
+            time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        proc.stderr.close()
+        if during_write:
+            assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert kills >= 5
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
+
+
+def test_existing_run_without_resume_is_refused(reference_run):
+    proc = l2l("meta-train", "--outer-steps", "40", "--out", str(reference_run), *TINY, check=False)
+    assert proc.returncode == 2 and "pass --resume" in proc.stderr
+
+
+def test_resume_with_other_settings_is_refused(reference_run):
+    proc = l2l("meta-train", "--outer-steps", "50", "--out", str(reference_run), "--resume",
+               "--seed", "7", "--hidden-size", "8", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "--hidden-size=8 (run has 4)" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--num-tasks", "0"], "MetaTrainConfig.num_tasks=0 is invalid"),
+        (["--unroll-length", "30"], "MetaTrainConfig.unroll_length=30 is invalid"),
+        (["--problem", "nope"], "MetaTrainConfig.problem='nope' is invalid"),
+        (["--preprocessing", "log"], "LSTMOptConfig.preprocessing='log' is invalid"),
+        (["--meta-learning-rate", "nan"], "MetaTrainConfig.meta_learning_rate=nan is invalid"),
+        (["--outer-steps", "-1"], "--outer-steps=-1 is invalid"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path, args, message):
+    base = ["meta-train", "--outer-steps", "3", "--out", str(tmp_path / "r")]
+    if "--outer-steps" in args:
+        base = ["meta-train", "--out", str(tmp_path / "r")]
+    proc = l2l(*base, *args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_compare_and_plot(reference_run, tmp_path):
+    proc = l2l("compare", "--weights", str(reference_run / "weights.npz"), "--steps", "5",
+               "--num-test", "4", "--num-val", "3", "--out", str(tmp_path))  # fmt: skip
+    for name in ("lstm", "sgd", "nag", "rmsprop", "adam"):
+        assert name in proc.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    assert len(results["optimizers"]["adam"]["mean"]) == 6
+    assert (tmp_path / "quadratic.png").read_bytes()[:4] == b"\x89PNG"
+    l2l("plot", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "re.png"))
+    assert (tmp_path / "re.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_with_corrupt_weights_exits_2(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    proc = l2l("compare", "--weights", str(bad), "--out", str(tmp_path), check=False)
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_problems_lists_the_registry():
+    proc = l2l("problems")
+    assert "quadratic" in proc.stdout and "square" in proc.stdout
+
+
+def test_table_format():
+    r = {"problem": "p", "num_test": 2, "num_val": 1, "steps": 3, "optimizers": {
+        "lstm": {"learning_rate": None, "log10_final_mean": -1.0, "final_mean": 0.1,
+                 "final_low": 0.05, "final_high": 0.15},
+        "adam": {"learning_rate": 0.01, "log10_final_mean": 0.0, "final_mean": 1.0,
+                 "final_low": 0.5, "final_high": 1.5}}}  # fmt: skip
+    table = cli.format_table(r)
+    assert "lstm" in table and "0.1 [0.05, 0.15]" in table and "| 0.1 " in table.replace("  ", " ")

@@ -1,0 +1,38 @@
+import pathlib
+import re
+
+import jax.numpy as jnp
+import optax
+
+import l2l_opt
+from l2l_opt import pretrained
+
+
+def test_shipped_files_match_their_sha256():
+    for name in pretrained.names():
+        assert pretrained.sha256(pretrained.path(name)) == pretrained.SHA256[name]
+
+
+def test_default_weights_load_and_take_a_step():
+    theta, config = pretrained.load(pretrained.DEFAULT)
+    assert config == l2l_opt.LSTMOptConfig()
+    tx = l2l_opt.learned_opt()
+    params = {"x": jnp.ones(4)}
+    updates, state = tx.update({"x": jnp.ones(4)}, tx.init(params))
+    assert bool(jnp.all(jnp.isfinite(updates["x"]))) and bool(jnp.all(updates["x"] < 0))
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+
+
+def test_shipped_name_and_unknown_name():
+    l2l_opt.learned_opt("quadratic")
+    try:
+        pretrained.path("nope")
+    except ValueError as e:
+        assert "available" in str(e)
+
+
+def test_package_never_uses_pickle_or_eval():
+    root = pathlib.Path(l2l_opt.__file__).parent
+    pattern = re.compile(r"\bimport pickle\b|allow_pickle\s*=\s*True|\beval\(|\bexec\(")
+    for path in [*root.rglob("*.py"), *(root.parent / "problems").rglob("*.py")]:
+        assert not pattern.search(path.read_text()), path
