@@ -73,7 +73,8 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_
     """Five kills at random times, one of them inside a checkpoint write, then --resume."""
     rng = random.Random(1234)
     cmd = [sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "40",
-           "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume", *TINY]  # fmt: skip
+           "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume",
+           *TINY]  # fmt: skip
     kills = 0
     for i in range(5):
         during_write = i == 2

@@ -153,7 +153,11 @@ def test_apply_if_finite_leaves_params_and_state_untouched(make):
     bad["dense"]["w"] = bad["dense"]["w"].at[0, 0].set(jnp.nan)
     updates, new_state = jax.jit(tx.update)(bad, state, params)
     assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
-    for a, b in zip(jax.tree.leaves(new_state.inner_state), jax.tree.leaves(state.inner_state)):
+    inner_new, inner_old = (
+        jax.tree.leaves(new_state.inner_state),
+        jax.tree.leaves(state.inner_state),
+    )
+    for a, b in zip(inner_new, inner_old, strict=True):
         np.testing.assert_array_equal(a, b)
     assert int(new_state.notfinite_count) == 1
 

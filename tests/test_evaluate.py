@@ -1,0 +1,58 @@
+import jax
+import numpy as np
+import optax
+import pytest
+
+import problems
+from l2l_opt import evaluate
+
+
+def test_log_grid_spans_1e_4_to_1_with_three_per_decade():
+    grid = evaluate.log_grid()
+    assert grid[0] == pytest.approx(1e-4) and grid[-1] == pytest.approx(1.0)
+    assert len(grid) == 13
+    np.testing.assert_allclose(np.diff(np.log10(grid)), 1 / 3)
+
+
+def test_validation_and_test_instances_are_disjoint():
+    val = np.asarray(evaluate.instance_keys(0, evaluate.VALIDATION_STREAM, 50))
+    test = np.asarray(evaluate.instance_keys(0, evaluate.TEST_STREAM, 50))
+    assert not {tuple(k) for k in val} & {tuple(k) for k in test}
+
+
+def test_loss_curves_shape_start_and_determinism():
+    problem = problems.get("quadratic")
+    keys = evaluate.instance_keys(0, evaluate.TEST_STREAM, 5)
+    a = np.asarray(evaluate.loss_curves(problem, optax.sgd(0.01), keys, 7))
+    b = np.asarray(evaluate.loss_curves(problem, optax.sgd(0.01), keys, 7))
+    assert a.shape == (5, 8)
+    np.testing.assert_array_equal(a, b)
+    k_instance, k_init, _ = jax.random.split(keys[0], 3)
+    instance = problem.sample_instance(k_instance)
+    start = problem.loss(problem.init_params(k_init, instance), instance, ())
+    np.testing.assert_allclose(a[0, 0], start, rtol=1e-6)
+    assert a[:, -1].mean() < a[:, 0].mean()
+
+
+def test_tuning_picks_the_grid_point_with_lowest_mean_final_loss():
+    problem = problems.get("quadratic")
+    keys = evaluate.instance_keys(0, evaluate.VALIDATION_STREAM, 8)
+    grid = np.array([1e-4, 1e-3, 1e-2, 10.0])
+    tuned = evaluate.tune_learning_rate(problem, optax.sgd, keys, 20, grid)
+    direct = [
+        float(evaluate.loss_curves(problem, optax.sgd(lr), keys, 20)[:, -1].mean()) for lr in grid
+    ]
+    direct = [d if np.isfinite(d) else np.inf for d in direct]
+    assert tuned.learning_rate == grid[int(np.argmin(direct))]
+    assert np.isinf(tuned.scores[-1])  # lr 10 diverges and is scored inf, not picked
+    np.testing.assert_allclose(tuned.scores[:3], direct[:3], rtol=1e-4)
+
+
+def test_summarize_matches_hand_computed_interval():
+    losses = np.array([[4.0, 1.0], [6.0, 3.0]])
+    s = evaluate.summarize(losses)
+    np.testing.assert_allclose(s.mean, [5.0, 2.0])
+    sem = np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
+    assert s.final_low == pytest.approx(2.0 - 1.96 * sem)
+    assert s.final_high == pytest.approx(2.0 + 1.96 * sem)
+    assert s.log10_final_mean == pytest.approx(np.log10(2.0))
