@@ -327,7 +327,7 @@ def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
     weights = meta_train(
         config, run_dir, outer_steps=outer_steps, seed=seed, resume=True, checkpoint_every=250
     )
-    compare(
+    results = compare(
         "quadratic",
         weights,
         os.path.join(out, "compare"),
@@ -337,6 +337,7 @@ def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
         seed=seed,
         figure=os.path.join(plots_dir, "quadratic.png"),
     )
+    _write_json(os.path.join(plots_dir, "quadratic.json"), results)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
