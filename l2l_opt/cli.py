@@ -144,7 +144,8 @@ def meta_train(
         bar.update(1)
         bar.set_postfix(meta_loss=f"{loss:.4g}")
         step = int(state.step)
-        if step % checkpoint_every == 0 or step == outer_steps:
+        # No checkpoint inside a run of skipped steps: the last good one stays on disk.
+        if (step % checkpoint_every == 0 or step == outer_steps) and not skipped:
             checkpoint.save_state(ckpt, state, {**info, "step": step})
             line = {
                 "step": step,
