@@ -8,17 +8,20 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
+import optax
 from tqdm import tqdm
 
 import problems
 from l2l_opt import checkpoint, evaluate, plotting, transform
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError, LSTMOptConfig
-from l2l_opt.meta_train import MetaTrainConfig, meta_train_init, meta_train_step
+from l2l_opt.meta_train import MetaTrainConfig, data_of, meta_train_init, meta_train_step
+from problems import datasets
 
 CHECKPOINT = "checkpoint.npz"
 WEIGHTS = "weights.npz"
@@ -121,12 +124,13 @@ def meta_train(
         state = meta_train_init(key, config)
     info = {"config": config.to_dict(), "seed": seed}
     step_fn = jax.jit(functools.partial(meta_train_step, config=config))
+    data = data_of(config)
     start = int(state.step)
     bar = tqdm(total=outer_steps, initial=start, desc="meta-train", unit="step", dynamic_ncols=True)
     window: list[float] = []
     t0 = time.perf_counter()
     for _ in range(start, outer_steps):
-        state, metrics = step_fn(state)
+        state, metrics = step_fn(state, data)
         loss, skipped = float(metrics.meta_loss), bool(metrics.skipped)
         if skipped:
             _log(
@@ -206,6 +210,7 @@ def compare(
     prints the table, and returns the results.
     """
     problem = problems.get(problem_name)
+    _log(f"{problem_name}: {problem.description}; data: {problem.data_source}")
     steps = problem.horizon if steps is None else steps
     for flag, v in (("--steps", steps), ("--num-test", num_test), ("--num-val", num_val)):
         if v <= 0:
@@ -236,27 +241,48 @@ def compare(
             tuned = evaluate.tune_learning_rate(problem, make_opt, val_keys, steps)
             lr = tuned.learning_rate
             tuning = {"grid": tuned.grid.tolist(), "val_final_mean": tuned.scores.tolist()}
-        curves = jax.jit(
-            lambda k, lr=lr, m=make_opt: evaluate.loss_curves(problem, m(lr), k, steps)
-        )
-        s = evaluate.summarize(np.asarray(curves(test_keys)))
-        results["optimizers"][name] = {
+        curves, metrics = _evaluate(problem, make_opt(lr), test_keys, steps)
+        s = evaluate.summarize(curves)
+        entry = {
             "learning_rate": lr,
             "log10_final_mean": s.log10_final_mean,
             "final_mean": s.final_mean,
             "final_low": s.final_low,
             "final_high": s.final_high,
+            "final_per_instance": curves[:, -1].tolist(),
             "mean": s.mean.tolist(),
             "low": s.low.tolist(),
             "high": s.high.tolist(),
             "tuning": tuning,
         }
+        for metric, values in metrics.items():
+            m = evaluate.summarize(values[:, None])
+            entry[metric] = {"mean": m.final_mean, "low": m.final_low, "high": m.final_high}
+        results["optimizers"][name] = entry
+    # Steps-to-match (VeLO's measure): steps tuned Adam needs to reach the LSTM's final mean
+    # loss, from a run of 4x the horizon on the same test instances.
+    long_steps = 4 * steps
+    adam_long, _ = _evaluate(
+        problem, optax.adam(results["optimizers"]["adam"]["learning_rate"]), test_keys, long_steps
+    )
+    target = results["optimizers"]["lstm"]["final_mean"]
+    results["adam_steps_to_match_lstm"] = evaluate.steps_to_reach(
+        evaluate.summarize(adam_long).mean, target
+    )
+    results["adam_long_steps"] = long_steps
     _write_json(os.path.join(out, "results.json"), results)
     print(format_table(results))
     fig_path = figure or os.path.join(out, f"{problem_name}.png")
     save_figure(results, fig_path)
     print(f"wrote {os.path.join(out, 'results.json')} and {fig_path}")
     return results
+
+
+def _evaluate(problem, opt, keys, steps):
+    """``(curves [M, T + 1], test metrics {name: [M]})`` as numpy, data passed to jit."""
+    run = jax.jit(lambda k, data: evaluate.curves_and_test_metrics(problem, opt, k, steps, data))
+    curves, metrics = run(keys, problem.data)
+    return np.asarray(curves), {k: np.asarray(v) for k, v in metrics.items()}
 
 
 def _default_name() -> str:
@@ -284,13 +310,22 @@ def format_table(results: dict[str, Any]) -> str:
     """optimizer | tuned lr | log10 mean final loss | mean final loss [95% CI] | / Adam."""
     opts = results["optimizers"]
     adam = opts.get("adam", {}).get("final_mean")
-    rows = [("optimizer", "tuned lr", "log10 mean final", "mean final loss [95% CI]", "/ Adam")]
+    has_test = any("test_accuracy" in r for r in opts.values())
+    head_row = ["optimizer", "tuned lr", "log10 mean final", "mean final loss [95% CI]", "/ Adam"]
+    if has_test:
+        head_row += ["test loss", "test accuracy [95% CI]"]
+    rows = [tuple(head_row)]
     for name, r in opts.items():
         lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:.3g}"
         log10 = r["log10_final_mean"]
         ci = f"{r['final_mean']:.4g} [{r['final_low']:.3g}, {r['final_high']:.3g}]"
         ratio = f"{r['final_mean'] / adam:.3g}" if adam else "-"
-        rows.append((name, lr, "nan" if log10 is None else f"{log10:.3f}", ci, ratio))
+        row = [name, lr, "nan" if log10 is None else f"{log10:.3f}", ci, ratio]
+        if has_test:
+            t, a = r.get("test_loss"), r.get("test_accuracy")
+            row.append(f"{t['mean']:.4g}" if t else "-")
+            row.append(f"{a['mean']:.4f} [{a['low']:.3f}, {a['high']:.3f}]" if a else "-")
+        rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -298,7 +333,14 @@ def format_table(results: dict[str, Any]) -> str:
         f"{results['problem']}: {results['num_test']} test instances, {results['steps']} steps "
         f"(baselines tuned on {results['num_val']} validation instances)"
     )
-    return head + "\n" + "\n".join(lines)
+    tail = ""
+    if "adam_steps_to_match_lstm" in results:
+        n = results["adam_steps_to_match_lstm"]
+        reach = f"{n} steps" if n is not None else f"more than {results['adam_long_steps']} steps"
+        tail = (
+            f"\ntuned Adam needs {reach} to reach the LSTM's mean final loss at {results['steps']}"
+        )
+    return head + "\n" + "\n".join(lines) + tail
 
 
 def save_figure(results: dict[str, Any], path: str) -> None:
@@ -343,9 +385,37 @@ def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
 
 
 def list_problems() -> None:
+    """Prints the problems (params, horizon, data) and the families."""
+    rows = [("name", "params", "horizon", "data", "what")]
     for name in problems.names():
         p = problems.get(name)
-        print(f"{name:20s} horizon {p.horizon:5d}  {p.description}")
+        rows.append(
+            (name, f"{problems.num_params(p):,}", str(p.horizon), p.data_source, p.description)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    print("\nfamilies (weighted mixtures for meta-train --problem; or write 'a=w,b=w'):")
+    for name, members in problems.FAMILIES.items():
+        print(f"  {name}: " + ", ".join(f"{m}={w:g}" for m, w in members))
+
+
+def download(dataset: str, directory: str | None, url: str) -> None:
+    if dataset != "mnist":
+        raise UsageError(f"unknown data set {dataset!r}; known: mnist")
+    bars: dict[str, tqdm] = {}
+
+    def progress(name, done, total):
+        if name not in bars:
+            bars[name] = tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False)
+        bars[name].update(done - bars[name].n)
+
+    try:
+        target = datasets.download_mnist(directory, base_url=url, progress=progress)
+    finally:
+        for b in bars.values():
+            b.close()
+    print(f"MNIST is in {target} (sha256 verified)")
 
 
 # ----------------------------------------------------------------------------- main
@@ -364,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_meta_train_flags(p)
 
     p = sub.add_parser("compare", help="learned optimizer vs tuned SGD, NAG, RMSprop, Adam")
-    p.add_argument("--problem", default="quadratic", choices=problems.names())
+    p.add_argument("--problem", default="quadratic", help="a name from `l2l-opt problems`")
     p.add_argument("--weights", default=None, help="weights .npz or shipped name")
     p.add_argument("--steps", type=int, default=None, help="(default: the problem's horizon)")
     p.add_argument("--out", required=True)
@@ -382,12 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outer-steps", type=int, default=DEMO_OUTER_STEPS)
     p.add_argument("--seed", type=int, default=0)
 
-    sub.add_parser("problems", help="list the registered problems")
+    sub.add_parser("problems", help="list the registered problems and families")
+
+    p = sub.add_parser("data", help="manage data sets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    d = data_sub.add_parser("download", help="download a data set (sha256-checked, resumable)")
+    d.add_argument("dataset", choices=["mnist"])
+    d.add_argument("--dir", default=None, help="data directory (default $L2L_DATA_DIR or cache)")
+    d.add_argument("--url", default=datasets.MNIST_URL, help="base URL of the IDX files")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Library warnings (e.g. "using the embedded MNIST subset") as one status line each.
+    warnings.showwarning = lambda message, *a, **k: _log(f"note: {message}")
     try:
         if args.command == "meta-train":
             config, given = _config_from_flags(args)
@@ -417,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             demo(args.out, args.plots, args.outer_steps, args.seed)
         elif args.command == "problems":
             list_problems()
-    except (UsageError, ConfigError, CheckpointError, ValueError, OSError) as e:
+        elif args.command == "data":
+            download(args.dataset, args.dir, args.url)
+    except (UsageError, ConfigError, CheckpointError, datasets.DataError, ValueError, OSError) as e:
         print(f"l2l-opt: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:

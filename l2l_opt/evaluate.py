@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +29,30 @@ def log_grid(low: float = 1e-4, high: float = 1.0, per_decade: int = 3) -> np.nd
 
 
 def loss_curves(
-    problem: Problem, opt: optax.GradientTransformation, keys: jax.Array, num_steps: int
+    problem: Problem,
+    opt: optax.GradientTransformation,
+    keys: jax.Array,
+    num_steps: int,
+    data: Any = None,
 ) -> jax.Array:
     """Losses ``[M, num_steps + 1]`` of `opt` on the M instances drawn from `keys`.
 
     Entry ``[i, t]`` is instance i's loss after t steps (on a fresh batch for stochastic
-    problems); instance, init and batches come from ``keys[i]`` alone.
+    problems); instance, init and batches come from ``keys[i]`` alone. Pass `data`
+    (default ``problem.data``) as an argument of the enclosing ``jit``.
     """
+    return final_state_and_curves(problem, opt, keys, num_steps, data)[1]
+
+
+def final_state_and_curves(
+    problem: Problem,
+    opt: optax.GradientTransformation,
+    keys: jax.Array,
+    num_steps: int,
+    data: Any = None,
+) -> tuple[tuple[Any, Any], jax.Array]:
+    """``((instances, final params), losses [M, num_steps + 1])``; see `loss_curves`."""
+    data = problem.data if data is None else data
 
     def one(key):
         k_instance, k_init, k_batches = jax.random.split(key, 3)
@@ -45,14 +62,15 @@ def loss_curves(
 
         def step(carry, k):
             params, opt_state = carry
-            batch = problem.sample_batch(k, instance)
+            batch = problem.sample_batch(k, instance, data)
             loss, grads = jax.value_and_grad(problem.loss)(params, instance, batch)
             updates, opt_state = opt.update(grads, opt_state, params, value=loss)
             return (optax.apply_updates(params, updates), opt_state), loss
 
         (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), batch_keys[:-1])
-        final = problem.loss(params, instance, problem.sample_batch(batch_keys[-1], instance))
-        return jnp.append(losses, final)
+        batch = problem.sample_batch(batch_keys[-1], instance, data)
+        final = problem.loss(params, instance, batch)
+        return (instance, params), jnp.append(losses, final)
 
     return jax.vmap(one)(keys)
 
@@ -82,12 +100,39 @@ def tune_learning_rate(
     keys: jax.Array,
     num_steps: int,
     grid: np.ndarray | None = None,
+    max_extensions: int = 2,
 ) -> Tuned:
-    """Grid search: the learning rate with the lowest mean final loss on `keys`' instances."""
-    grid = log_grid() if grid is None else np.asarray(grid)
-    run = jax.jit(jax.vmap(lambda lr: loss_curves(problem, make_opt(lr), keys, num_steps)[:, -1]))
-    finals = np.asarray(run(jnp.asarray(grid, jnp.float32)))
-    scores = np.array([_score(f) for f in finals])
+    """Grid search: the learning rate with the lowest mean final loss on `keys`' instances.
+
+    When the best rate lies on an edge of the grid, the grid grows by one decade (same
+    spacing) past that edge, up to `max_extensions` times, so that the optimum is bracketed.
+    """
+    grid = log_grid() if grid is None else np.asarray(grid, np.float64)
+
+    @jax.jit
+    def finals_for(lrs, data):
+        def one(lr):
+            return loss_curves(problem, make_opt(lr), keys, num_steps, data)[:, -1]
+
+        return jax.vmap(one)(lrs)
+
+    def scores_of(lrs):
+        finals = np.asarray(finals_for(jnp.asarray(lrs, jnp.float32), problem.data))
+        return np.array([_score(f) for f in finals])
+
+    scores = scores_of(grid)
+    for _ in range(max_extensions if len(grid) > 1 else 0):
+        best = int(np.argmin(scores))
+        ratio = grid[1] / grid[0]
+        per_decade = max(1, round(1 / math.log10(ratio)))
+        if best == len(grid) - 1:
+            new = grid[-1] * ratio ** np.arange(1, per_decade + 1)
+            grid, scores = np.concatenate([grid, new]), np.concatenate([scores, scores_of(new)])
+        elif best == 0:
+            new = grid[0] / ratio ** np.arange(per_decade, 0, -1)
+            grid, scores = np.concatenate([new, grid]), np.concatenate([scores_of(new), scores])
+        else:
+            break
     return Tuned(float(grid[int(np.argmin(scores))]), grid, scores)
 
 
@@ -110,3 +155,26 @@ def summarize(losses: np.ndarray) -> Summary:
     final = float(mean[-1])
     log10 = math.log10(final) if final > 0 and math.isfinite(final) else float("nan")
     return Summary(mean, low, high, final, float(low[-1]), float(high[-1]), log10)
+
+
+def curves_and_test_metrics(
+    problem: Problem,
+    opt: optax.GradientTransformation,
+    keys: jax.Array,
+    num_steps: int,
+    data: Any = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Loss curves ``[M, T + 1]`` and, if the problem has held-out data, its test metrics
+    (``{"test_loss": [M], "test_accuracy": [M]}``) of each trained optimizee."""
+    data = problem.data if data is None else data
+    (instances, params), curves = final_state_and_curves(problem, opt, keys, num_steps, data)
+    if problem.test_metrics is None:
+        return curves, {}
+    metrics = jax.vmap(lambda i, p: problem.test_metrics(p, i, data))(instances, params)
+    return curves, metrics
+
+
+def steps_to_reach(mean_curve: np.ndarray, target: float) -> int | None:
+    """First step at which `mean_curve` is at or below `target`; None if it never is."""
+    hits = np.flatnonzero(np.asarray(mean_curve) <= target)
+    return int(hits[0]) if hits.size else None

@@ -26,8 +26,10 @@ class MetaTrainConfig:
     """Settings of a meta-training run (defaults: Andrychowicz et al. 2016).
 
     Attributes:
-      problem: registered problem family (``l2l-opt problems``).
-      num_tasks: optimizees trained in parallel per outer step.
+      problem: a registered problem or family (``l2l-opt problems``), or a weighted mixture
+        ``"name=weight,name=weight"``.
+      num_tasks: optimizees trained in parallel per outer step, split over a mixture's
+        members in proportion to their weights (at least one each).
       unroll_length: inner steps per truncation (K); must divide `horizon`.
       horizon: inner steps per optimizee before it is re-sampled (T).
       meta_learning_rate: Adam's learning rate on theta.
@@ -49,13 +51,10 @@ class MetaTrainConfig:
     net: LSTMOptConfig = LSTMOptConfig()
 
     def __post_init__(self):
-        check(
-            self.problem in problems.names(),
-            "MetaTrainConfig",
-            "problem",
-            self.problem,
-            f"must be one of {list(problems.names())}",
-        )
+        try:
+            problems.parse_mixture(self.problem)
+        except (ValueError, TypeError) as e:
+            check(False, "MetaTrainConfig", "problem", self.problem, str(e))
         check_positive_int(self, "num_tasks", "unroll_length", "horizon", "max_nonfinite")
         check(
             self.horizon % self.unroll_length == 0,
@@ -98,7 +97,7 @@ class MetaTrainState(NamedTuple):
 
     theta: hk.Params
     meta_opt_state: optax.OptState
-    tasks: unroll.UnrollState  # batched: leading axis num_tasks
+    tasks: tuple[unroll.UnrollState, ...]  # one per mixture member, leading axis its tasks
     key: jax.Array  # uint32[2]
     step: jax.Array  # shape=(), int32: outer steps taken
     nonfinite_in_a_row: jax.Array  # shape=(), int32
@@ -118,10 +117,36 @@ def meta_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
     )
 
 
-def _new_tasks(config: MetaTrainConfig, key: jax.Array) -> unroll.UnrollState:
-    problem = problems.get(config.problem)
-    keys = jax.random.split(key, config.num_tasks)
-    return jax.vmap(lambda k: unroll.init_unroll_state(problem, config.net, k))(keys)
+class Member(NamedTuple):
+    """One problem of the (possibly one-member) mixture a run meta-trains on."""
+
+    problem: problems.Problem
+    num_tasks: int
+    weight: float  # normalised: the members' weights sum to 1
+
+
+def members(config: MetaTrainConfig) -> tuple[Member, ...]:
+    """The run's problems with their task counts and normalised weights."""
+    mixture = problems.parse_mixture(config.problem)
+    total = sum(w for _, w in mixture)
+    return tuple(
+        Member(problems.get(name), max(1, round(config.num_tasks * w / total)), w / total)
+        for name, w in mixture
+    )
+
+
+def data_of(config: MetaTrainConfig) -> tuple[Any, ...]:
+    """The members' data sets, to pass to `meta_train_step` as an argument."""
+    return tuple(m.problem.data for m in members(config))
+
+
+def _new_tasks(config: MetaTrainConfig, key: jax.Array) -> tuple[unroll.UnrollState, ...]:
+    out = []
+    for i, m in enumerate(members(config)):
+        keys = jax.random.split(jax.random.fold_in(key, i), m.num_tasks)
+        init = lambda k, p=m.problem: unroll.init_unroll_state(p, config.net, k)
+        out.append(jax.vmap(init)(keys))
+    return tuple(out)
 
 
 def meta_train_init(key: jax.Array, config: MetaTrainConfig) -> MetaTrainState:
@@ -141,34 +166,48 @@ def meta_train_init(key: jax.Array, config: MetaTrainConfig) -> MetaTrainState:
 
 
 def meta_loss_and_grad(
-    theta: hk.Params, tasks: unroll.UnrollState, config: MetaTrainConfig
-) -> tuple[tuple[jax.Array, unroll.UnrollState], hk.Params]:
-    """``((mean meta-loss, new tasks), d meta-loss / d theta)`` over the batch of tasks."""
-    run = functools.partial(
-        unroll.unroll,
-        problem=problems.get(config.problem),
-        config=config.net,
-        num_steps=config.unroll_length,
-        horizon=config.horizon,
-        second_order=config.second_order,
-    )
+    theta: hk.Params,
+    tasks: tuple[unroll.UnrollState, ...],
+    config: MetaTrainConfig,
+    data: tuple[Any, ...] | None = None,
+) -> tuple[tuple[jax.Array, tuple[unroll.UnrollState, ...]], hk.Params]:
+    """``((meta-loss, new tasks), d meta-loss / d theta)``.
 
-    def batch_loss(theta):
-        meta_losses, (new_tasks, _) = jax.vmap(run, in_axes=(None, 0))(theta, tasks)
-        return jnp.mean(meta_losses), new_tasks
+    The meta-loss is the members' weighted sum of their mean (over tasks) truncation losses;
+    each member's tasks share one ``vmap``, since members differ in shapes.
+    """
+    data = data_of(config) if data is None else data
 
-    return jax.value_and_grad(batch_loss, has_aux=True)(theta)
+    def total_loss(theta):
+        total, new_tasks = 0.0, []
+        for m, m_tasks, m_data in zip(members(config), tasks, data, strict=True):
+            run = functools.partial(
+                unroll.unroll,
+                problem=m.problem,
+                config=config.net,
+                num_steps=config.unroll_length,
+                horizon=config.horizon,
+                second_order=config.second_order,
+            )
+            losses, (m_new, _) = jax.vmap(run, in_axes=(None, 0, None))(theta, m_tasks, m_data)
+            total = total + m.weight * jnp.mean(losses)
+            new_tasks.append(m_new)
+        return total, tuple(new_tasks)
+
+    return jax.value_and_grad(total_loss, has_aux=True)(theta)
 
 
 def meta_train_step(
-    state: MetaTrainState, *, config: MetaTrainConfig
+    state: MetaTrainState, data: tuple[Any, ...] | None = None, *, config: MetaTrainConfig
 ) -> tuple[MetaTrainState, MetaTrainMetrics]:
     """One outer step: unroll every task K steps, then one meta-optimizer step on theta.
 
-    A non-finite meta-loss or meta-gradient skips the update of theta and re-samples the
-    optimizees (they may have diverged); the skip is counted in the state.
+    Pass `data` (`data_of(config)`) as an argument of the enclosing ``jit``, so that data
+    sets are not compiled in as constants. A non-finite meta-loss or meta-gradient skips
+    the update of theta and re-samples the optimizees (they may have diverged); the skip is
+    counted in the state.
     """
-    (loss, tasks), grads = meta_loss_and_grad(state.theta, state.tasks, config)
+    (loss, tasks), grads = meta_loss_and_grad(state.theta, state.tasks, config, data)
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, meta_opt_state = meta_optimizer(config).update(

@@ -39,6 +39,7 @@ def init_unroll_state(problem: Problem, config: LSTMOptConfig, key: jax.Array) -
 def unroll(
     theta: hk.Params,
     state: UnrollState,
+    data: Any = (),
     *,
     problem: Problem,
     config: LSTMOptConfig,
@@ -58,6 +59,7 @@ def unroll(
     Args:
       theta: meta-parameters.
       state: the optimizee in flight (see `init_unroll_state`).
+      data: the problem's data set (``problem.data``), passed in rather than closed over.
       problem: the optimizee family.
       config: the network's architecture.
       num_steps: truncation length K; `horizon` must be a multiple of it.
@@ -76,7 +78,7 @@ def unroll(
     instance = state.instance
 
     def loss_and_grad(params, key):
-        batch = problem.sample_batch(key, instance)
+        batch = problem.sample_batch(key, instance, data)
         return jax.value_and_grad(problem.loss)(params, instance, batch)
 
     def step(carry, _):
@@ -92,7 +94,7 @@ def unroll(
         step, (state.params, state.opt_state, state.key), None, length=num_steps
     )
     key, k_batch = jax.random.split(key)
-    final_loss = problem.loss(params, instance, problem.sample_batch(k_batch, instance))
+    final_loss = problem.loss(params, instance, problem.sample_batch(k_batch, instance, data))
     meta_loss = jnp.sum(losses[1:]) + final_loss
     new_state = UnrollState(params, opt_state, instance, state.step + num_steps, key)
     return meta_loss, (new_state, losses)

@@ -1,30 +1,120 @@
-"""The optimizee suite: problem families registered by name."""
+"""The optimizee suite: problems and task families registered by name."""
 
 import functools
+import itertools
 from collections.abc import Callable
 
-from problems import base
-from problems.base import Problem
+from problems import base, datasets
+from problems.base import Problem, num_params
+from problems.char_lstm import char_lstm
+from problems.logistic import logistic
+from problems.mnist_conv import mnist_conv
+from problems.mnist_mlp import ACTIVATIONS, mnist_mlp
 from problems.quadratic import quadratic
+from problems.rosenbrock import rosenbrock
 from problems.square import square
+from problems.tiny_transformer import tiny_transformer
 
 _REGISTRY: dict[str, Callable[[], Problem]] = {
     "quadratic": quadratic,
     "quadratic_uniform": functools.partial(quadratic, distribution="uniform"),
     "square": square,
+    "rosenbrock": rosenbrock,
+    "logistic": logistic,
+    "mnist_conv": mnist_conv,
+    "mnist_conv_bn": functools.partial(mnist_conv, batch_norm=True),
+}
+for _h, _d, _a in itertools.product((20, 40), (1, 2), (*ACTIVATIONS, "random")):
+    _REGISTRY[f"mnist_mlp_h{_h}_d{_d}_{_a}"] = functools.partial(mnist_mlp, _h, _d, _a)
+for _h, _s in itertools.product((64, 128), (16, 32)):
+    _REGISTRY[f"char_lstm_h{_h}_s{_s}"] = functools.partial(char_lstm, hidden=_h, seq_len=_s)
+for _l, _s in itertools.product((1, 2), (16, 32)):
+    _REGISTRY[f"tiny_transformer_l{_l}_s{_s}"] = functools.partial(
+        tiny_transformer, layers=_l, seq_len=_s
+    )
+
+# Short names for the paper's settings.
+ALIASES = {
+    "mnist_mlp": "mnist_mlp_h20_d1_sigmoid",
+    "char_lstm": "char_lstm_h64_s32",
+    "tiny_transformer": "tiny_transformer_l1_s32",
+}
+
+# Task families: weighted mixtures of problems whose shapes differ (each gets its own vmap).
+# Within a member, every instance is new: quadratics draw W and y, the "random" MLPs their
+# activation, and all draw a fresh init and data order.
+FAMILIES: dict[str, tuple[tuple[str, float], ...]] = {
+    "mlp_family": tuple(
+        (f"mnist_mlp_h{h}_d{d}_random", 1.0) for h, d in itertools.product((20, 40), (1, 2))
+    ),
+    "char_lstm_family": tuple(
+        (f"char_lstm_h{h}_s{s}", 1.0) for h, s in itertools.product((64, 128), (16, 32))
+    ),
+    "transformer_family": tuple(
+        (f"tiny_transformer_l{n}_s{s}", 1.0) for n, s in itertools.product((1, 2), (16, 32))
+    ),
 }
 
 
 def names() -> tuple[str, ...]:
-    """Registered problem names."""
-    return tuple(_REGISTRY)
+    """Registered problem names (aliases included), families excluded."""
+    return (*ALIASES, *_REGISTRY)
 
 
+@functools.cache
 def get(name: str) -> Problem:
-    """The registered problem `name`, with its default settings."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown problem {name!r}; known problems: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]()
+    """The registered problem `name` (or alias), with its default settings.
+
+    Problems that carry data sets load them here, once per process.
+    """
+    resolved = ALIASES.get(name, name)
+    if resolved not in _REGISTRY:
+        raise ValueError(
+            f"unknown problem {name!r}; known problems: {', '.join(names())}; "
+            f"families: {', '.join(FAMILIES)}"
+        )
+    return _REGISTRY[resolved]()
 
 
-__all__ = ["Problem", "base", "get", "names", "quadratic", "square"]
+def parse_mixture(spec: str) -> tuple[tuple[str, float], ...]:
+    """``"a=2,b=1"`` -> ``(("a", 2.0), ("b", 1.0))``; a family name expands to its members.
+
+    A plain name has weight 1. Raises ValueError naming the bad part.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("must be a problem, family, or 'name=weight,...' mixture")
+    out: list[tuple[str, float]] = []
+    for part in spec.split(","):
+        name, _, weight_text = part.strip().partition("=")
+        try:
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            raise ValueError(f"weight {weight_text!r} of {name!r} is not a number") from None
+        if not weight > 0 or weight == float("inf"):
+            raise ValueError(f"weight of {name!r} must be a finite number > 0")
+        if name in FAMILIES:
+            total = sum(w for _, w in FAMILIES[name])
+            out.extend((m, weight * w / total) for m, w in FAMILIES[name])
+        elif ALIASES.get(name, name) in _REGISTRY:
+            out.append((name, weight))
+        else:
+            raise ValueError(
+                f"unknown problem {name!r}; known: {', '.join(names())}; "
+                f"families: {', '.join(FAMILIES)}"
+            )
+    if len({n for n, _ in out}) != len(out):
+        raise ValueError("a problem appears twice in the mixture")
+    return tuple(out)
+
+
+__all__ = [
+    "ALIASES",
+    "FAMILIES",
+    "Problem",
+    "base",
+    "datasets",
+    "get",
+    "names",
+    "num_params",
+    "parse_mixture",
+]

@@ -168,3 +168,27 @@ def test_table_format():
                  "final_low": 0.5, "final_high": 1.5}}}  # fmt: skip
     table = cli.format_table(r)
     assert "lstm" in table and "0.1 [0.05, 0.15]" in table and "| 0.1 " in table.replace("  ", " ")
+
+
+def test_meta_train_on_a_mixture_of_families(tmp_path):
+    proc = l2l("meta-train", "--problem", "quadratic=2,rosenbrock=1", "--outer-steps", "3",
+               "--out", str(tmp_path), *TINY)  # fmt: skip
+    assert "wrote" in proc.stdout
+    info = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert info["step"] == 3 and np.isfinite(info["meta_loss"])
+
+
+@pytest.mark.parametrize(
+    "problem",
+    # mnist_conv and tiny_transformer take minutes here; they are run by hand (README).
+    ["rosenbrock", "logistic", "mnist_mlp", "char_lstm"],
+)
+def test_compare_runs_for_problems_with_data(tmp_path, problem, capsys):
+    code = cli.main(["compare", "--problem", problem, "--steps", "2", "--num-test", "2",
+                     "--num-val", "2", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    assert (tmp_path / f"{problem}.png").exists()
+    if problem.startswith(("mnist", "char", "tiny")):
+        assert "test accuracy" in capsys.readouterr().out

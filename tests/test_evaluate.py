@@ -38,7 +38,7 @@ def test_tuning_picks_the_grid_point_with_lowest_mean_final_loss():
     problem = problems.get("quadratic")
     keys = evaluate.instance_keys(0, evaluate.VALIDATION_STREAM, 8)
     grid = np.array([1e-4, 1e-3, 1e-2, 10.0])
-    tuned = evaluate.tune_learning_rate(problem, optax.sgd, keys, 20, grid)
+    tuned = evaluate.tune_learning_rate(problem, optax.sgd, keys, 20, grid, max_extensions=0)
     direct = [
         float(evaluate.loss_curves(problem, optax.sgd(lr), keys, 20)[:, -1].mean()) for lr in grid
     ]
@@ -56,3 +56,11 @@ def test_summarize_matches_hand_computed_interval():
     assert s.final_low == pytest.approx(2.0 - 1.96 * sem)
     assert s.final_high == pytest.approx(2.0 + 1.96 * sem)
     assert s.log10_final_mean == pytest.approx(np.log10(2.0))
+
+
+def test_tuning_extends_the_grid_past_an_edge_optimum():
+    problem = problems.get("quadratic")
+    keys = evaluate.instance_keys(0, evaluate.VALIDATION_STREAM, 8)
+    tuned = evaluate.tune_learning_rate(problem, optax.sgd, keys, 20, np.array([1e-5, 1e-4]))
+    assert len(tuned.grid) == 4 and tuned.grid.max() == pytest.approx(1e-2)
+    assert tuned.learning_rate == pytest.approx(1e-2)  # the optimum is above 1e-4

@@ -23,8 +23,9 @@ CONFIG = l2l_opt.MetaTrainConfig(
 
 def _poison_tasks(state):
     """An optimizee that has diverged: NaN in its params."""
-    params = jax.tree.map(lambda p: p.at[0].set(jnp.nan), state.tasks.params)
-    return state._replace(tasks=state.tasks._replace(params=params))
+    (tasks,) = state.tasks
+    params = jax.tree.map(lambda p: p.at[0].set(jnp.nan), tasks.params)
+    return state._replace(tasks=(tasks._replace(params=params),))
 
 
 def test_nonfinite_meta_loss_skips_the_update_and_resamples_the_tasks():
@@ -40,7 +41,7 @@ def test_nonfinite_meta_loss_skips_the_update_and_resamples_the_tasks():
     ):
         np.testing.assert_array_equal(a, b)  # Adam's moments untouched
     assert int(after.nonfinite_in_a_row) == 1 and int(after.nonfinite_total) == 1
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(after.tasks.params))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(after.tasks[0].params))
     again, metrics = step(after)  # fresh optimizees: training goes on
     assert not bool(metrics.skipped) and int(again.nonfinite_in_a_row) == 0
     assert int(again.nonfinite_total) == 1

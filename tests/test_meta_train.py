@@ -63,7 +63,11 @@ def test_meta_training_is_deterministic_given_the_key():
 @pytest.mark.parametrize(
     "field,value,allowed",
     [
-        ("problem", "quadratik", "must be one of"),
+        ("problem", "quadratik", "unknown problem 'quadratik'"),
+        ("problem", "quadratic=0", "must be a finite number > 0"),
+        ("problem", "quadratic=x", "is not a number"),
+        ("problem", "quadratic,quadratic", "appears twice"),
+        ("problem", "", "must be a problem"),
         ("num_tasks", 0, "> 0"),
         ("unroll_length", -5, "> 0"),
         ("horizon", 0, "> 0"),
