@@ -5,7 +5,8 @@ import json
 import math
 from typing import Any
 
-PREPROCESSINGS = ("log_sign", "identity")
+PREPROCESSINGS = ("log_sign", "identity", "adam")
+HEAD_INITS = ("default", "zeros")
 
 
 class ConfigError(ValueError):
@@ -41,9 +42,18 @@ class LSTMOptConfig:
     Attributes:
       num_layers: stacked LSTM layers; 0 gives a linear map of the features.
       hidden_size: units per LSTM layer.
-      preprocessing: ``"log_sign"`` (the paper's Appendix A) or ``"identity"``.
+      preprocessing: ``"log_sign"`` (the paper's Appendix A), ``"identity"``, or ``"adam"``:
+        Adam-normalised inputs ``(g / sqrt(v), m / sqrt(v))`` from running moments (as in
+        RNNprop, Lv et al. 2017), which make the optimizer invariant to gradient scale.
       p: the log/sign threshold exponent: gradients with ``|g| < exp(-p)`` take the linear branch.
-      output_scale: the head's output is multiplied by this (paper: 0.1).
+      output_scale: the network's output is multiplied by this (paper: 0.1).
+      beta1: decay of the first moment (``"adam"`` preprocessing).
+      beta2: decay of the second moment (``"adam"`` preprocessing).
+      skip_init: if set, a linear map from the features straight to the output, beside the
+        LSTM, starting at these weights (one per feature). With ``"adam"`` features,
+        ``(0, -1)`` starts the optimizer as Adam with learning rate `output_scale`.
+      head_init: ``"default"`` (Haiku's) or ``"zeros"``: the LSTM's head starts at zero, so
+        the untrained optimizer is exactly its skip path.
     """
 
     num_layers: int = 2
@@ -51,6 +61,10 @@ class LSTMOptConfig:
     preprocessing: str = "log_sign"
     p: float = 10.0
     output_scale: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.999
+    skip_init: tuple[float, ...] | None = None
+    head_init: str = "default"
 
     def __post_init__(self):
         check_positive_int(self, "num_layers", allow_zero=True)
@@ -63,6 +77,37 @@ class LSTMOptConfig:
             f"must be one of {list(PREPROCESSINGS)}",
         )
         check_positive_float(self, "p", "output_scale")
+        for f in ("beta1", "beta2"):
+            v = getattr(self, f)
+            check(
+                isinstance(v, (int, float)) and 0 <= v < 1,
+                "LSTMOptConfig",
+                f,
+                v,
+                "must be in [0, 1)",
+            )
+        if self.skip_init is not None:
+            n = {"identity": 1, "log_sign": 2, "adam": 2}[self.preprocessing]
+            ok = (
+                isinstance(self.skip_init, (tuple, list))
+                and len(self.skip_init) == n
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in self.skip_init)
+            )
+            check(
+                ok,
+                "LSTMOptConfig",
+                "skip_init",
+                self.skip_init,
+                f"must be None or {n} finite numbers (one per {self.preprocessing} feature)",
+            )
+            object.__setattr__(self, "skip_init", tuple(float(x) for x in self.skip_init))
+        check(
+            self.head_init in HEAD_INITS,
+            "LSTMOptConfig",
+            "head_init",
+            self.head_init,
+            f"must be one of {list(HEAD_INITS)}",
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

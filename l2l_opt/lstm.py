@@ -27,7 +27,11 @@ def _forward(
     for layer, layer_state in zip(_layers(config), state, strict=True):
         x_NxH, s = layer(x_NxH, layer_state)
         new_state.append(s)
-    out_Nx1 = hk.Linear(1, name="head")(x_NxH)
+    head_init = hk.initializers.Constant(0.0) if config.head_init == "zeros" else None
+    out_Nx1 = hk.Linear(1, w_init=head_init, name="head")(x_NxH)
+    if config.skip_init is not None:
+        skip_init = hk.initializers.Constant(jnp.asarray(config.skip_init)[:, None])
+        out_Nx1 = out_Nx1 + hk.Linear(1, with_bias=False, w_init=skip_init, name="skip")(feats_NxF)
     return out_Nx1[:, 0] * config.output_scale, tuple(new_state)
 
 
@@ -56,9 +60,20 @@ def init_theta(key: ArrayLike, config: LSTMOptConfig) -> hk.Params:
 def apply(
     theta: hk.Params, g_N: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
 ) -> tuple[jax.Array, LSTMCoreState]:
-    """Preprocesses the flat gradient `g_N` and runs one network step: ``(update_N, state)``."""
+    """Preprocesses the flat gradient `g_N` and runs one network step: ``(update_N, state)``.
+
+    For the stateless preprocessings; ``"adam"`` features need running moments, which
+    `l2l_opt.scale_by_lstm` keeps and passes to `apply_features`.
+    """
     feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
-    return network(config).apply(theta, feats, state)
+    return apply_features(theta, feats, state, config)
+
+
+def apply_features(
+    theta: hk.Params, feats_NxF: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
+) -> tuple[jax.Array, LSTMCoreState]:
+    """One network step on ready features: ``(update_N, state)``."""
+    return network(config).apply(theta, feats_NxF, state)
 
 
 @functools.cache

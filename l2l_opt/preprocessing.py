@@ -48,5 +48,41 @@ def log_sign(g_N: jax.Array, p: float = 10.0) -> jax.Array:
     return jnp.stack([first, second], axis=-1).astype(g_N.dtype)
 
 
+def adam_moments(
+    g_N: jax.Array, m_N: jax.Array, v_N: jax.Array, beta1: float, beta2: float
+) -> tuple[jax.Array, jax.Array]:
+    r"""Running moments: :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`,
+    :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`."""
+    return beta1 * m_N + (1 - beta1) * g_N, beta2 * v_N + (1 - beta2) * jnp.square(g_N)
+
+
+def adam_features(
+    g_N: jax.Array,
+    m_N: jax.Array,
+    v_N: jax.Array,
+    count: jax.Array,
+    beta1: float,
+    beta2: float,
+    eps: float = 1e-8,
+) -> jax.Array:
+    r"""Adam-normalised inputs (RNNprop, Lv et al. 2017), from moments already updated with g.
+
+    .. math::
+      \hat m = m / (1 - \beta_1^t), \quad \hat v = v / (1 - \beta_2^t), \quad
+      x = (g, \hat m) / (\sqrt{\hat v} + \epsilon)
+
+    with :math:`t` = `count` (>= 1). Computed in the moments' dtype (float32 or wider), so
+    `eps` never rounds to zero.
+
+    Returns:
+      Features ``[N, 2]``.
+    """
+    t = count.astype(m_N.dtype)
+    m_hat = m_N / (1 - beta1**t)
+    v_hat = v_N / (1 - beta2**t)
+    denom = jnp.sqrt(v_hat) + eps
+    return jnp.stack([g_N / denom, m_hat / denom], axis=-1)
+
+
 PREPROCESSORS = {"identity": identity, "log_sign": log_sign}
-NUM_FEATURES = {"identity": 1, "log_sign": 2}
+NUM_FEATURES = {"identity": 1, "log_sign": 2, "adam": 2}

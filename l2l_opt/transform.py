@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from l2l_opt import lstm
+from l2l_opt import lstm, preprocessing
 from l2l_opt.config import LSTMOptConfig
 
 
@@ -16,6 +16,7 @@ class LearnedOptState(NamedTuple):
     """State of `scale_by_lstm`."""
 
     lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([leaf.size, H]) per layer
+    moments: optax.Updates  # per leaf: (m, v) [leaf.size] for "adam" features, else ()
     count: jax.Array  # shape=(), dtype=int32
 
 
@@ -60,27 +61,49 @@ def scale_by_lstm(
     config = LSTMOptConfig() if config is None else config
     lstm.check_theta(theta, config)
 
+    use_moments = config.preprocessing == "adam"
+
     def init_fn(params):
         def leaf_state(p):
             return lstm.initial_state(config, jnp.size(p), _compute_dtype(jnp.result_type(p)))
 
+        def leaf_moments(p):
+            if not use_moments:
+                return ()
+            z = jnp.zeros((jnp.size(p),), _compute_dtype(jnp.result_type(p)))
+            return (z, z)
+
         return LearnedOptState(
-            lstm=jax.tree.map(leaf_state, params), count=jnp.zeros([], jnp.int32)
+            lstm=jax.tree.map(leaf_state, params),
+            moments=jax.tree.map(leaf_moments, params),
+            count=jnp.zeros([], jnp.int32),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
+        count = optax.safe_increment(state.count)
         leaves, treedef = jax.tree.flatten(updates)
         leaf_states = treedef.flatten_up_to(state.lstm)
-        new_updates, new_states = [], []
-        for g, s in zip(leaves, leaf_states, strict=True):
-            dtype = s[0].hidden.dtype if s else _compute_dtype(g.dtype)
-            u_N, new_s = lstm.apply(theta, jnp.reshape(g, (-1,)).astype(dtype), s, config)
+        leaf_moments = treedef.flatten_up_to(state.moments)
+        new_updates, new_states, new_moments = [], [], []
+        for g, s, mv in zip(leaves, leaf_states, leaf_moments, strict=True):
+            g_N = jnp.reshape(g, (-1,)).astype(_compute_dtype(g.dtype))
+            if use_moments:
+                m, v = preprocessing.adam_moments(g_N, *mv, config.beta1, config.beta2)
+                feats = preprocessing.adam_features(g_N, m, v, count, config.beta1, config.beta2)
+                mv = (m, v)
+            else:
+                feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
+            u_N, new_s = lstm.apply_features(theta, feats, s, config)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
-        new_lstm = optax.tree.cast_like(treedef.unflatten(new_states), state.lstm)
-        count = optax.safe_increment(state.count)
-        return treedef.unflatten(new_updates), LearnedOptState(lstm=new_lstm, count=count)
+            new_moments.append(mv)
+        new_state = LearnedOptState(
+            lstm=treedef.unflatten(new_states),
+            moments=treedef.unflatten(new_moments),
+            count=count,
+        )
+        return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

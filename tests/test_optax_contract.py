@@ -8,6 +8,7 @@ import pytest
 
 import l2l_opt
 from l2l_opt import lstm
+from l2l_opt.config import LSTMOptConfig
 
 from .conftest import TINY_NET
 
@@ -24,10 +25,20 @@ def _learned_opt_dict(**kw):
     return l2l_opt.learned_opt(lstm.init_theta(jax.random.key(1), TINY_NET), config=TINY_NET, **kw)
 
 
+ADAM_NET = LSTMOptConfig(
+    num_layers=1, hidden_size=4, preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros"
+)
+
+
+def _learned_opt_adam_features(**kw):
+    return l2l_opt.learned_opt(lstm.init_theta(jax.random.key(2), ADAM_NET), config=ADAM_NET, **kw)
+
+
 FACTORIES = {
     "scale_by_lstm": _scale_by_lstm,
     "learned_opt": _learned_opt_default,
     "learned_opt_dict": _learned_opt_dict,
+    "learned_opt_adam_features": _learned_opt_adam_features,
 }
 factories = pytest.mark.parametrize("make", FACTORIES.values(), ids=FACTORIES.keys())
 
@@ -212,3 +223,20 @@ def test_readme_quick_start_one_liner():
     for _ in range(20):
         params, state = step(params, state)
     assert loss(params) < start
+
+
+def test_adam_features_with_skip_start_as_adam():
+    """With a zero head and skip (0, -1), the untrained optimizer is exactly Adam(scale)."""
+    config = LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros",
+                           output_scale=0.01)  # fmt: skip
+    tx = l2l_opt.learned_opt(lstm.init_theta(jax.random.key(0), config), config=config)
+    adam = optax.adam(0.01, eps=1e-8)
+    params = nested_params()
+    s1, s2 = tx.init(params), adam.init(params)
+    for i in range(5):
+        g = grads_like(params, 0.1 * (i + 1))
+        u1, s1 = tx.update(g, s1, params)
+        u2, s2 = adam.update(g, s2, params)
+        for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+        params = optax.apply_updates(params, u1)

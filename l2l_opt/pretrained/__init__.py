@@ -12,7 +12,7 @@ from l2l_opt.config import LSTMOptConfig
 DEFAULT = "quadratic"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "quadratic": "16906f294aada7d8bd53d79a0e9670e0d9f7906bf3f7865c5cf39ff2b7b9184c",
+    "quadratic": "ab38194ff66adb4ec74be5910bfbc2b3c137b765ff6d70a6eada9c68d5413498",
 }
 
 
