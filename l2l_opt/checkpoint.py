@@ -185,6 +185,11 @@ def load_weights(path: str | os.PathLike) -> tuple[hk.Params, LSTMOptConfig]:
     return _fill(path, template, arrays), config
 
 
+def read_weights_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The `info` dict saved with weights (how they were trained), checking the format."""
+    return _load_npz(path, WEIGHTS_FORMAT)[1].get("info", {})
+
+
 def save_state(path: str | os.PathLike, state: Any, info: dict[str, Any]) -> None:
     """Writes a training-state pytree and JSON-able `info` atomically."""
     meta = {"format": STATE_FORMAT, "version": FORMAT_VERSION, "info": info}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import problems
 from l2l_opt import checkpoint, evaluate, plotting, transform
+from l2l_opt import meta_train as meta_train_lib
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError, LSTMOptConfig
 from l2l_opt.meta_train import MetaTrainConfig, data_of, meta_train_init, meta_train_step
@@ -43,12 +44,25 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------------------- meta-train
 
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+
+
 _NET_FLAGS = {
     "num_layers": int,
     "hidden_size": int,
     "preprocessing": str,
     "p": float,
     "output_scale": float,
+    "beta1": float,
+    "beta2": float,
+    "skip_init": _floats,
+    "head_init": str,
+    "partition": str,
 }
 _TRAIN_FLAGS = {
     "problem": str,
@@ -123,8 +137,13 @@ def meta_train(
     else:
         state = meta_train_init(key, config)
     info = {"config": config.to_dict(), "seed": seed}
-    step_fn = jax.jit(functools.partial(meta_train_step, config=config))
+    step_fn = _jitted_step(config)
     data = data_of(config)
+    if jax.device_count() > 1:  # data parallel over tasks, on every local and remote device
+        mesh = meta_train_lib.task_mesh()
+        state = meta_train_lib.shard_state(state, mesh)
+        data = meta_train_lib.replicate(data, mesh)
+        _log(f"meta-training on {jax.device_count()} devices ({jax.process_count()} hosts)")
     start = int(state.step)
     bar = tqdm(total=outer_steps, initial=start, desc="meta-train", unit="step", dynamic_ncols=True)
     window: list[float] = []
@@ -150,22 +169,62 @@ def meta_train(
         step = int(state.step)
         # No checkpoint inside a run of skipped steps: the last good one stays on disk.
         if (step % checkpoint_every == 0 or step == outer_steps) and not skipped:
-            checkpoint.save_state(ckpt, state, {**info, "step": step})
+            host_state = _host_copy(state)
+            if jax.process_index() == 0:
+                checkpoint.save_state(ckpt, host_state, {**info, "step": step})
             line = {
                 "step": step,
                 "meta_loss": float(np.mean(window)) if window else None,
                 "nonfinite_total": int(state.nonfinite_total),
                 "seconds": round(time.perf_counter() - t0, 3),
             }
-            with open(os.path.join(out, METRICS), "a") as f:
-                f.write(json.dumps(line) + "\n")
+            if jax.process_index() == 0:
+                with open(os.path.join(out, METRICS), "a") as f:
+                    f.write(json.dumps(line) + "\n")
             window = []
     bar.close()
     weights = os.path.join(out, WEIGHTS)
-    checkpoint.save_weights(
-        weights, state.theta, config.net, {**info, "outer_steps": int(state.step)}
-    )
+    theta = _host_copy(state.theta)
+    if jax.process_index() == 0:
+        checkpoint.save_weights(
+            weights, theta, config.net, {**info, "outer_steps": int(state.step)}
+        )
     return weights
+
+
+def _host_copy(tree):
+    """Numpy copy of a (possibly multi-host sharded) pytree, for writing."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
+
+
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None):
+    """Joins a multi-host run (``jax.distributed.initialize``) when a coordinator is given.
+
+    Flags win over the environment variables L2L_COORDINATOR, L2L_NUM_PROCESSES and
+    L2L_PROCESS_ID. Without a coordinator, this is a no-op (one host, all local devices).
+    """
+    coordinator = coordinator or os.environ.get("L2L_COORDINATOR")
+    if not coordinator:
+        return
+    env_n, env_id = os.environ.get("L2L_NUM_PROCESSES"), os.environ.get("L2L_PROCESS_ID")
+    num_processes = num_processes if num_processes is not None else env_n and int(env_n)
+    process_id = process_id if process_id is not None else env_id and int(env_id)
+    if not num_processes or process_id is None:
+        raise UsageError(
+            "--coordinator needs --num-processes and --process-id "
+            "(or L2L_NUM_PROCESSES and L2L_PROCESS_ID)"
+        )
+    jax.distributed.initialize(coordinator, int(num_processes), int(process_id))
+
+
+@functools.cache
+def _jitted_step(config: MetaTrainConfig):
+    """One compiled step per config and process, reused by later calls (e.g. in chunks)."""
+    return jax.jit(functools.partial(meta_train_step, config=config))
 
 
 def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]):
@@ -195,7 +254,7 @@ def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]
 
 def compare(
     problem_name: str,
-    weights: str | None,
+    weights: str | None | dict[str, str],
     out: str,
     *,
     steps: int | None,
@@ -206,8 +265,10 @@ def compare(
 ) -> dict[str, Any]:
     """Tunes the baselines on validation instances, evaluates all on test instances.
 
-    Writes ``out/results.json`` and the figure (``out/<problem>.png`` unless `figure`),
-    prints the table, and returns the results.
+    `weights` is one weights file or shipped name (row ``lstm``), or ``{label: weights}``
+    for several learned optimizers (rows ``lstm:<label>``; the first is the one that
+    steps-to-match measures). Writes ``out/results.json`` and the figure
+    (``out/<problem>.png`` unless `figure`), prints the table, and returns the results.
     """
     problem = problems.get(problem_name)
     _log(f"{problem_name}: {problem.description}; data: {problem.data_source}")
@@ -220,22 +281,28 @@ def compare(
     os.makedirs(out, exist_ok=True)
     val_keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
     test_keys = evaluate.instance_keys(seed, evaluate.TEST_STREAM, num_test)
-    theta, net = transform.resolve_weights(weights, None)
-    runs = {"lstm": lambda lr: transform.learned_opt(theta, config=net), **evaluate.BASELINES}
+    named = weights if isinstance(weights, dict) else {"": weights}
+    runs = {}
+    for label, w in named.items():
+        theta, net = transform.resolve_weights(w, None)
+        opt = transform.learned_opt(theta, config=net)
+        runs[f"lstm:{label}" if label else "lstm"] = lambda lr, opt=opt: opt
+    first_lstm = next(iter(runs))
+    runs.update(evaluate.BASELINES)
     results: dict[str, Any] = {
         "problem": problem_name,
         "steps": steps,
         "num_test": num_test,
         "num_val": num_val,
         "seed": seed,
-        "weights": weights or f"shipped:{_default_name()}",
+        "weights": {k: v or f"shipped:{_default_name()}" for k, v in named.items()},
         "lr_grid": evaluate.log_grid().tolist(),
         "optimizers": {},
     }
     bar = tqdm(runs.items(), desc="compare", unit="optimizer", dynamic_ncols=True)
     for name, make_opt in bar:
         bar.set_postfix(optimizer=name)
-        if name == "lstm":
+        if name.startswith("lstm"):
             lr, tuning = None, None
         else:
             tuned = evaluate.tune_learning_rate(problem, make_opt, val_keys, steps)
@@ -265,7 +332,8 @@ def compare(
     adam_long, _ = _evaluate(
         problem, optax.adam(results["optimizers"]["adam"]["learning_rate"]), test_keys, long_steps
     )
-    target = results["optimizers"]["lstm"]["final_mean"]
+    target = results["optimizers"][first_lstm]["final_mean"]
+    results["steps_to_match_of"] = first_lstm
     results["adam_steps_to_match_lstm"] = evaluate.steps_to_reach(
         evaluate.summarize(adam_long).mean, target
     )
@@ -431,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from DIR's checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
+    p.add_argument("--num-processes", type=int, default=None, help="multi-host: processes")
+    p.add_argument("--process-id", type=int, default=None, help="multi-host: this process")
     _add_meta_train_flags(p)
 
     p = sub.add_parser("compare", help="learned optimizer vs tuned SGD, NAG, RMSprop, Adam")
@@ -469,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = lambda message, *a, **k: _log(f"note: {message}")
     try:
         if args.command == "meta-train":
+            init_distributed(args.coordinator, args.num_processes, args.process_id)
             config, given = _config_from_flags(args)
             weights = meta_train(
                 config,

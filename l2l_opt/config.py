@@ -7,6 +7,7 @@ from typing import Any
 
 PREPROCESSINGS = ("log_sign", "identity", "adam")
 HEAD_INITS = ("default", "zeros")
+PARTITIONS = ("none", "conv_fc")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,9 @@ class LSTMOptConfig:
         ``(0, -1)`` starts the optimizer as Adam with learning rate `output_scale`.
       head_init: ``"default"`` (Haiku's) or ``"zeros"``: the LSTM's head starts at zero, so
         the untrained optimizer is exactly its skip path.
+      partition: ``"none"`` (one LSTM for all parameters) or ``"conv_fc"``: separate LSTMs,
+        one for parameters under top-level keys starting with ``conv`` and one for the rest
+        (the paper's CIFAR-10 setting).
     """
 
     num_layers: int = 2
@@ -65,6 +69,7 @@ class LSTMOptConfig:
     beta2: float = 0.999
     skip_init: tuple[float, ...] | None = None
     head_init: str = "default"
+    partition: str = "none"
 
     def __post_init__(self):
         check_positive_int(self, "num_layers", allow_zero=True)
@@ -108,6 +113,20 @@ class LSTMOptConfig:
             self.head_init,
             f"must be one of {list(HEAD_INITS)}",
         )
+        check(
+            self.partition in PARTITIONS,
+            "LSTMOptConfig",
+            "partition",
+            self.partition,
+            f"must be one of {list(PARTITIONS)}",
+        )
+
+    def groups(self) -> tuple[str, ...]:
+        """Names of the separate LSTMs: ``()`` for one shared LSTM."""
+        return ("conv", "fc") if self.partition == "conv_fc" else ()
+
+    def unpartitioned(self) -> "LSTMOptConfig":
+        return dataclasses.replace(self, partition="none")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -52,7 +52,14 @@ def initial_state(config: LSTMOptConfig, n: int, dtype=jnp.float32) -> LSTMCoreS
 
 
 def init_theta(key: ArrayLike, config: LSTMOptConfig) -> hk.Params:
-    """Fresh meta-parameters: a dict ``{"module": {"param": array}}`` (float32)."""
+    """Fresh meta-parameters: a dict ``{"module": {"param": array}}`` (float32).
+
+    With a partition, one such dict per group: ``{"conv": {...}, "fc": {...}}``.
+    """
+    if config.groups():
+        inner = config.unpartitioned()
+        keys = jax.random.split(key, len(config.groups()))
+        return {g: init_theta(k, inner) for g, k in zip(config.groups(), keys, strict=True)}
     feats = jnp.zeros((1, preprocessing.NUM_FEATURES[config.preprocessing]), jnp.float32)
     return network(config).init(key, feats, initial_state(config, 1))
 
@@ -84,6 +91,13 @@ def theta_shapes(config: LSTMOptConfig) -> hk.Params:
 
 def check_theta(theta: hk.Params, config: LSTMOptConfig) -> None:
     """Raises ValueError unless `theta` has exactly the modules, params and shapes of `config`."""
+    if config.groups():
+        if not isinstance(theta, dict) or set(theta) != set(config.groups()):
+            got = sorted(theta) if isinstance(theta, dict) else type(theta).__name__
+            raise ValueError(f"theta has groups {got}, but {config} needs {list(config.groups())}")
+        for g in config.groups():
+            check_theta(theta[g], config.unpartitioned())
+        return
     want = theta_shapes(config)
     if not isinstance(theta, dict) or set(theta) != set(want):
         got = sorted(theta) if isinstance(theta, dict) else type(theta).__name__

@@ -7,7 +7,9 @@ from typing import Any, NamedTuple
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 import problems
 from l2l_opt import lstm, unroll
@@ -230,3 +232,33 @@ def meta_train_step(
         nonfinite_total=(state.nonfinite_total + (~ok)).astype(jnp.int32),
     )
     return new_state, MetaTrainMetrics(loss, grad_norm, ~ok)
+
+
+def task_mesh(devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named ``"tasks"`` over `devices` (default: all devices, on all hosts)."""
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(np.asarray(devices), ("tasks",))
+
+
+def shard_state(state: MetaTrainState, mesh: jax.sharding.Mesh) -> MetaTrainState:
+    """Data parallelism over tasks: each member's tasks split along their leading axis.
+
+    Theta, the meta-optimizer state and keys are replicated; `jax.jit` of
+    `meta_train_step` then runs each device's tasks locally and the compiler inserts the
+    reduction of the meta-gradient. A member whose task count is not a multiple of the
+    number of devices is replicated instead.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    by_task = NamedSharding(mesh, PartitionSpec("tasks"))
+    tasks = []
+    for member_tasks in state.tasks:
+        leading = jax.tree.leaves(member_tasks)[0].shape[0]
+        sharding = by_task if leading % mesh.size == 0 else replicated
+        tasks.append(jax.device_put(member_tasks, sharding))
+    rest = jax.device_put(state._replace(tasks=()), replicated)
+    return rest._replace(tasks=tuple(tasks))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """`tree` (e.g. the data sets) copied to every device of `mesh`."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

@@ -23,11 +23,14 @@ def loss_curves_figure(results: Mapping[str, Any], title: str) -> Figure:
     for i, (name, r) in enumerate(results["optimizers"].items()):
         mean, low, high = (np.asarray(r[k], np.float64) for k in ("mean", "low", "high"))
         steps = np.arange(len(mean))
+        is_lstm = name.startswith("lstm")
         color = _COLORS.get(name, f"C{5 + i}")
-        label = name.upper() if name != "lstm" else "LSTM (learned)"
-        if r.get("learning_rate") is not None and name != "lstm":
+        label = "LSTM (learned)" if name == "lstm" else name.upper()
+        if is_lstm and name != "lstm":
+            label = f"LSTM {name.split(':', 1)[1]} (learned)"
+        if r.get("learning_rate") is not None and not is_lstm:
             label += f" (lr {r['learning_rate']:.3g})"
-        ax.plot(steps, mean, color=color, label=label, lw=2 if name == "lstm" else 1.3)
+        ax.plot(steps, mean, color=color, label=label, lw=2 if is_lstm else 1.3)
         # A log axis cannot show a band below zero: clip to a tenth of the mean there.
         ax.fill_between(steps, np.maximum(low, mean * 0.1), high, color=color, alpha=0.18, lw=0)
     ax.set_yscale("log")

@@ -60,6 +60,11 @@ def scale_by_lstm(
     """
     config = LSTMOptConfig() if config is None else config
     lstm.check_theta(theta, config)
+    if config.groups():
+        inner = config.unpartitioned()
+        return optax.multi_transform(
+            {g: scale_by_lstm(theta[g], inner) for g in config.groups()}, partition_labels
+        )
 
     use_moments = config.preprocessing == "adam"
 
@@ -106,6 +111,17 @@ def scale_by_lstm(
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def partition_labels(params: optax.Params) -> optax.Params:
+    """``"conv"`` for leaves under a top-level key starting with ``conv``, else ``"fc"``."""
+
+    def label(path, _):
+        first = path[0] if path else None
+        name = getattr(first, "key", getattr(first, "name", ""))
+        return "conv" if str(name).startswith("conv") else "fc"
+
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 def resolve_weights(

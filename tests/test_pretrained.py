@@ -14,8 +14,11 @@ def test_shipped_files_match_their_sha256():
 
 
 def test_default_weights_load_and_take_a_step():
+    assert pretrained.DEFAULT == "mnist"
     theta, config = pretrained.load(pretrained.DEFAULT)
-    assert config == l2l_opt.LSTMOptConfig()
+    assert config.preprocessing == "adam" and config.num_layers == 2 and config.hidden_size == 20
+    info = l2l_opt.checkpoint.read_weights_info(pretrained.path("mnist"))
+    assert info["config"]["problem"] == "mnist_mlp" and info["outer_steps"] > 0
     tx = l2l_opt.learned_opt()
     params = {"x": jnp.ones(4)}
     updates, state = tx.update({"x": jnp.ones(4)}, tx.init(params))

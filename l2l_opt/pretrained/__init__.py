@@ -9,9 +9,10 @@ import haiku as hk
 from l2l_opt import checkpoint
 from l2l_opt.config import LSTMOptConfig
 
-DEFAULT = "quadratic"
+DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
+    "mnist": "f236da55ee5a79596e221cca05d48c8ad18f3f2cccfe79909ef32375fefb0aa5",
     "quadratic": "ab38194ff66adb4ec74be5910bfbc2b3c137b765ff6d70a6eada9c68d5413498",
 }
 

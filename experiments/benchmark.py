@@ -1,0 +1,152 @@
+"""Speed and memory of l2l-opt against the naive reference, measured in one process.
+
+Workloads (float32, LSTM 2 x 20, log/sign inputs, unroll 20), as in
+experiments/bench/naive_reference.py:
+  opt_step N    one optimizer step on N coordinates (and optax.adam on the same N)
+  meta_quad B   one meta-training step on B 10-dim quadratics
+  meta_mlp B    one meta-training step on B MNIST MLPs 784-20-10 (15,910 params, batch 128)
+
+Prints one JSON line per measurement, then a table. Counts used for the rates:
+  opt_step: FLOPs per coordinate = 2*(22*80 + 40*80) + 2*20 (matmuls) + 2*80*6 (gates)
+            = 11,000; bytes per coordinate = state read + written (2 layers x (h, c) x 20
+            x 4 B x 2 = 640) + gradient read and update written (8) = 648.
+  meta steps: inner steps per second = B * 20 / seconds.
+Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
+the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
+
+  python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
+  python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
+"""
+
+import argparse
+import functools
+import json
+import os
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
+
+import naive_reference as ref  # noqa: E402
+
+import l2l_opt  # noqa: E402
+from l2l_opt import meta_train  # noqa: E402
+
+FLOPS_PER_COORD = 2 * (22 * 80 + 40 * 80) + 2 * 20 + 2 * 80 * 6
+BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
+STATE_BYTES_PER_PARAM = 2 * 2 * 20 * 4
+
+
+def median_seconds(fn, *args, reps=10):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def ours_opt_step(n: int, state_dtype=None) -> float:
+    tx = l2l_opt.learned_opt(ref.theta(), config=l2l_opt.LSTMOptConfig())
+    params = {"x": jnp.zeros((n,))}
+    g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
+
+    @jax.jit
+    def step(params, g, state):
+        u, state = tx.update(g, state, params)
+        return optax.apply_updates(params, u), state
+
+    return median_seconds(step, params, g, tx.init(params))
+
+
+def ours_meta_step(problem: str, batch: int, reps: int) -> tuple[float, dict]:
+    config = l2l_opt.MetaTrainConfig(problem=problem, num_tasks=batch, unroll_length=20)
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config)
+    data = meta_train.data_of(config)
+    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=config))
+    compiled = step.lower(state, data).compile()
+    mem = compiled.memory_analysis()
+    temp = int(getattr(mem, "temp_size_in_bytes", 0)) if mem is not None else 0
+    seconds = median_seconds(lambda s: compiled(s, data)[1].meta_loss, state, reps=reps)
+    # Peak RSS must not grow with the number of outer steps.
+    for _ in range(10):
+        state, m = compiled(state, data)
+    jax.block_until_ready(m)
+    rss_10 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(40):
+        state, m = compiled(state, data)
+    jax.block_until_ready(m)
+    rss_50 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return seconds, {
+        "xla_temp_bytes": temp,
+        "temp_bytes_per_task_per_unroll_step": temp / (batch * 20),
+        "peak_rss_after_10_steps": rss_10,
+        "peak_rss_after_50_steps": rss_50,
+    }
+
+
+def emit(rows, row):
+    row["device"] = jax.devices()[0].device_kind
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpu", action="store_true", help="GPU sizes")
+    parser.add_argument("--reps", type=int, default=10)
+    args = parser.parse_args()
+    sizes = [1_000_000, 10_000_000, 50_000_000] if args.gpu else [100_000, 1_000_000]
+    mlp_batch, quad_batch = (64, 1024) if args.gpu else (4, 128)
+    rows: list[dict] = []
+    for n in sizes:
+        naive = ref.opt_step(n)
+        ours = ours_opt_step(n)
+        emit(rows, {
+            "workload": "opt_step", "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
+            "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
+            "ratio_ours_over_adam": ours / naive["adam_s"],
+            "state_bytes_per_param": STATE_BYTES_PER_PARAM,
+            "gflops": FLOPS_PER_COORD * n / ours / 1e9,
+            "gbytes_per_s": BYTES_PER_COORD * n / ours / 1e9,
+            "memory_bound_s": None,
+        })  # fmt: skip
+    for workload, problem, batch in (
+        ("meta_quad", "quadratic", quad_batch),
+        ("meta_mlp", "mnist_mlp", mlp_batch),
+    ):
+        naive = getattr(ref, workload)(batch)
+        ours, memory = ours_meta_step(problem, batch, reps=max(3, args.reps // 2))
+        emit(rows, {
+            "workload": workload, "batch": batch, "ours_s": ours,
+            "reference_s": naive["meta_step_s"],
+            "ratio_ours_over_reference": ours / naive["meta_step_s"],
+            "ours_inner_steps_per_s": batch * 20 / ours,
+            "reference_inner_steps_per_s": naive["inner_steps_per_s"],
+            "speedup": naive["meta_step_s"] / ours, **memory,
+        })  # fmt: skip
+    print()
+    print(f"{'workload':10s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
+    for r in rows:
+        size = r.get("n", r.get("batch"))
+        extra = (
+            f"adam {r['adam_s']:.4g}s, {r['gbytes_per_s']:.1f} GB/s"
+            if r["workload"] == "opt_step"
+            else f"{r['ours_inner_steps_per_s']:.0f} vs {r['reference_inner_steps_per_s']:.0f} "
+            f"inner steps/s, XLA temp {r['temp_bytes_per_task_per_unroll_step'] / 1e6:.2f} MB "
+            f"per task-step, RSS {r['peak_rss_after_10_steps'] / 1e9:.2f} -> "
+            f"{r['peak_rss_after_50_steps'] / 1e9:.2f} GB"
+        )
+        print(f"{r['workload']:10s} {size:>10d} {r['ours_s']:>10.4g} {r['reference_s']:>10.4g} "
+              f"{r['ratio_ours_over_reference']:>9.3f}  {extra}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

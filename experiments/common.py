@@ -1,0 +1,87 @@
+"""Shared steps of the experiment scripts: meta-train with validation selection, compare."""
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+import problems
+from l2l_opt import checkpoint, cli, evaluate, transform
+from l2l_opt.meta_train import MetaTrainConfig, meta_train_init
+
+
+def validation_score(weights: str, problem_name: str, num_val: int, steps: int, seed: int) -> float:
+    """Mean final loss of ``learned_opt(weights)`` on validation instances (never test)."""
+    problem = problems.get(problem_name)
+    theta, net = transform.resolve_weights(weights, None)
+    opt = transform.learned_opt(theta, config=net)
+    keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
+    run = jax.jit(lambda k, d: evaluate.loss_curves(problem, opt, k, steps, d)[:, -1])
+    final = float(np.mean(np.asarray(run(keys, problem.data))))
+    return final if np.isfinite(final) else float("inf")
+
+
+def train_with_selection(
+    config: MetaTrainConfig,
+    out: str,
+    *,
+    outer_steps: int,
+    chunk: int,
+    seed: int,
+    val_problem: str,
+    num_val: int,
+    val_steps: int,
+    time_budget: float | None = None,
+) -> dict[str, Any]:
+    """Meta-trains in chunks, scoring the weights on validation instances after each.
+
+    The untrained weights (step 0) are a candidate too. The best weights are copied to
+    ``out/best.npz``; ``out/selection.json`` records every score. Stops early, after a
+    whole chunk, once `time_budget` seconds have passed.
+    """
+    os.makedirs(out, exist_ok=True)
+    start = time.perf_counter()
+    record_path = os.path.join(out, "selection.json")
+    record: dict[str, Any] = {"config": config.to_dict(), "seed": seed, "scores": []}
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+    if not record["scores"]:
+        init = meta_train_init(jax.random.fold_in(jax.random.PRNGKey(seed), 0), config)
+        w0 = os.path.join(out, "weights_0.npz")
+        checkpoint.save_weights(w0, init.theta, config.net, {"outer_steps": 0, "seed": seed})
+        score = validation_score(w0, val_problem, num_val, val_steps, seed)
+        record["scores"].append({"step": 0, "val_final_mean": score})
+        shutil.copyfile(w0, os.path.join(out, "best.npz"))
+    done = record["scores"][-1]["step"]
+    while done < outer_steps:
+        if time_budget is not None and time.perf_counter() - start > time_budget:
+            cli._log(f"{out}: time budget spent after {done} outer steps")  # noqa: SLF001
+            break
+        done = min(done + chunk, outer_steps)
+        weights = cli.meta_train(
+            config, out, outer_steps=done, seed=seed, resume=True, checkpoint_every=chunk
+        )
+        score = validation_score(weights, val_problem, num_val, val_steps, seed)
+        best = min(s["val_final_mean"] for s in record["scores"])
+        record["scores"].append({"step": done, "val_final_mean": score})
+        if score < best:
+            shutil.copyfile(weights, os.path.join(out, "best.npz"))
+        cli._log(f"{out}: step {done}, validation mean final loss {score:.4g}")  # noqa: SLF001
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        with open(record_path, "w") as f:
+            json.dump(record, f, indent=1)
+    best = min(record["scores"], key=lambda s: s["val_final_mean"])
+    record["best"] = best
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=1)
+    return record
+
+
+def write_json(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    cli._write_json(path, obj)  # noqa: SLF001
