@@ -54,7 +54,8 @@ def median_seconds(fn, *args, reps=10):
 
 
 def ours_opt_step(n: int, state_dtype=None) -> float:
-    tx = l2l_opt.learned_opt(ref.theta(), config=l2l_opt.LSTMOptConfig())
+    config = l2l_opt.LSTMOptConfig()
+    tx = l2l_opt.learned_opt(l2l_opt.lstm.init_theta(jax.random.PRNGKey(0), config), config=config)
     params = {"x": jnp.zeros((n,))}
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
 

@@ -52,10 +52,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
     parser.add_argument("--time-budget", type=float, default=None)
+    parser.add_argument("--num-val", type=int, default=None, help="override for evaluation")
+    parser.add_argument("--num-test", type=int, default=None, help="override for evaluation")
     args = parser.parse_args()
     settings = dataclasses.replace(QUICK if args.quick else FULL, time_budget=args.time_budget)
     if args.chunk:
         settings = dataclasses.replace(settings, chunk=args.chunk)
+    for field in ("num_val", "num_test"):
+        if getattr(args, field):
+            settings = dataclasses.replace(settings, **{field: getattr(args, field)})
     out = args.out or ("runs/conv_quick" if args.quick else "runs/conv")
     plots = args.plots or (os.path.join(out, "plots") if args.quick else "plots")
     names = [n for n in args.variants.split(",") if n]

@@ -63,6 +63,7 @@ _NET_FLAGS = {
     "skip_init": _floats,
     "head_init": str,
     "partition": str,
+    "state_dtype": str,
 }
 _TRAIN_FLAGS = {
     "problem": str,
@@ -90,6 +91,12 @@ def _add_meta_train_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the optimizee's second derivatives in the meta-gradient",
     )
+    p.add_argument(
+        "--remat",
+        action="store_true",
+        default=None,
+        help="recompute inner-step activations in the backward pass (less memory)",
+    )
     for name, typ in _NET_FLAGS.items():
         p.add_argument(
             "--" + name.replace("_", "-"),
@@ -101,7 +108,7 @@ def _add_meta_train_flags(p: argparse.ArgumentParser) -> None:
 
 def _config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[str, Any]]:
     """The run's config, and the flags the user gave explicitly."""
-    given = {k: getattr(args, k) for k in (*_TRAIN_FLAGS, "second_order", *_NET_FLAGS)}
+    given = {k: getattr(args, k) for k in (*_TRAIN_FLAGS, "second_order", "remat", *_NET_FLAGS)}
     given = {k: v for k, v in given.items() if v is not None}
     net = LSTMOptConfig(**{k: v for k, v in given.items() if k in _NET_FLAGS})
     train = {k: v for k, v in given.items() if k not in _NET_FLAGS}

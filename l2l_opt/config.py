@@ -8,6 +8,7 @@ from typing import Any
 PREPROCESSINGS = ("log_sign", "identity", "adam")
 HEAD_INITS = ("default", "zeros")
 PARTITIONS = ("none", "conv_fc")
+STATE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,9 @@ class LSTMOptConfig:
       partition: ``"none"`` (one LSTM for all parameters) or ``"conv_fc"``: separate LSTMs,
         one for parameters under top-level keys starting with ``conv`` and one for the rest
         (the paper's CIFAR-10 setting).
+      state_dtype: ``"float32"`` or ``"bfloat16"``: the dtype the per-coordinate LSTM state
+        is stored in between steps (computation stays in float32); bfloat16 halves the
+        state's memory and traffic.
     """
 
     num_layers: int = 2
@@ -70,6 +74,7 @@ class LSTMOptConfig:
     skip_init: tuple[float, ...] | None = None
     head_init: str = "default"
     partition: str = "none"
+    state_dtype: str = "float32"
 
     def __post_init__(self):
         check_positive_int(self, "num_layers", allow_zero=True)

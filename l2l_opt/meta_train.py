@@ -37,6 +37,8 @@ class MetaTrainConfig:
       meta_learning_rate: Adam's learning rate on theta.
       clip_norm: meta-gradients are clipped to this global norm.
       second_order: keep second derivatives of the optimizee (paper: dropped).
+      remat: recompute inner-step activations in the backward pass (``jax.checkpoint``)
+        to cut meta-training memory; same results.
       max_nonfinite: stop after this many outer steps in a row with a non-finite meta-loss
         or meta-gradient (each is skipped).
       net: the network's architecture.
@@ -49,6 +51,7 @@ class MetaTrainConfig:
     meta_learning_rate: float = 1e-3
     clip_norm: float = 1.0
     second_order: bool = False
+    remat: bool = False
     max_nonfinite: int = 10
     net: LSTMOptConfig = LSTMOptConfig()
 
@@ -66,13 +69,9 @@ class MetaTrainConfig:
             f"must divide horizon={self.horizon} (and so be at most horizon)",
         )
         check_positive_float(self, "meta_learning_rate", "clip_norm")
-        check(
-            isinstance(self.second_order, bool),
-            "MetaTrainConfig",
-            "second_order",
-            self.second_order,
-            "must be true or false",
-        )
+        for flag in ("second_order", "remat"):
+            value = getattr(self, flag)
+            check(isinstance(value, bool), "MetaTrainConfig", flag, value, "must be true or false")
         check(
             isinstance(self.net, LSTMOptConfig),
             "MetaTrainConfig",
@@ -190,6 +189,7 @@ def meta_loss_and_grad(
                 num_steps=config.unroll_length,
                 horizon=config.horizon,
                 second_order=config.second_order,
+                remat=config.remat,
             )
             losses, (m_new, _) = jax.vmap(run, in_axes=(None, 0, None))(theta, m_tasks, m_data)
             total = total + m.weight * jnp.mean(losses)

@@ -70,7 +70,10 @@ def scale_by_lstm(
 
     def init_fn(params):
         def leaf_state(p):
-            return lstm.initial_state(config, jnp.size(p), _compute_dtype(jnp.result_type(p)))
+            dtype = _compute_dtype(jnp.result_type(p))
+            if config.state_dtype == "bfloat16":
+                dtype = jnp.bfloat16
+            return lstm.initial_state(config, jnp.size(p), dtype)
 
         def leaf_moments(p):
             if not use_moments:
@@ -99,6 +102,8 @@ def scale_by_lstm(
                 mv = (m, v)
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
+            # Stored state may be bfloat16; the step itself runs in the features' dtype.
+            s = jax.tree.map(lambda a, dtype=feats.dtype: a.astype(dtype), s)
             u_N, new_s = lstm.apply_features(theta, feats, s, config)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)

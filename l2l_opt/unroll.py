@@ -46,6 +46,7 @@ def unroll(
     num_steps: int,
     horizon: int,
     second_order: bool = False,
+    remat: bool = False,
 ) -> tuple[jax.Array, tuple[UnrollState, jax.Array]]:
     r"""Runs `num_steps` steps of ``learned_opt(theta)`` from `state`; returns the meta-loss.
 
@@ -65,6 +66,9 @@ def unroll(
       num_steps: truncation length K; `horizon` must be a multiple of it.
       horizon: steps per optimizee before it is re-sampled.
       second_order: keep second derivatives of the optimizee in the meta-gradient.
+      remat: recompute each inner step's activations in the backward pass
+        (``jax.checkpoint``) instead of storing them: memory per unroll step drops to the
+        carried state, for about one more forward pass of compute.
 
     Returns:
       ``(meta_loss, (new_state, losses_K))``, with ``losses_K`` the loss before each step.
@@ -90,6 +94,8 @@ def unroll(
         updates, opt_state = opt.update(grads, opt_state, params, value=loss)
         return (optax.apply_updates(params, updates), opt_state, key), loss
 
+    if remat:
+        step = jax.checkpoint(step)
     (params, opt_state, key), losses = jax.lax.scan(
         step, (state.params, state.opt_state, state.key), None, length=num_steps
     )
