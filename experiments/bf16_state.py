@@ -28,8 +28,10 @@ def run(problem_name: str, weights: str, num: int, steps: int) -> None:
         state = opt.init(problem.init_params(keys[0], problem.sample_instance(keys[0])))
         lstm_bytes = sum(a.nbytes for a in jax.tree.leaves(state[0].lstm))
         n = problems.num_params(problem)
-        print(f"{problem_name:10s} {dtype:9s} mean final loss {final.mean():.4f} "
-              f"(log10 {np.log10(final.mean()):.3f}), LSTM state {lstm_bytes / n:.0f} B/param")  # fmt: skip
+        print(
+            f"{problem_name:10s} {dtype:9s} mean final loss {final.mean():.4f} "
+            f"(log10 {np.log10(final.mean()):.3f}), LSTM state {lstm_bytes / n:.0f} B/param"
+        )
 
 
 if __name__ == "__main__":
