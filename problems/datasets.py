@@ -249,9 +249,11 @@ def mnist_problem_data() -> tuple[dict[str, np.ndarray], str]:
 def sample_image_batch(key, data, batch_size: int):
     """A batch of training images scaled to [0, 1] (float32 ``[b, 28, 28]``) and labels."""
     import jax  # noqa: PLC0415 (keeps this module importable without initialising jax)
+    import jax.numpy as jnp  # noqa: PLC0415
 
     idx = jax.random.randint(key, (batch_size,), 0, data["train_x"].shape[0])
-    return {"x": data["train_x"][idx].astype(np.float32) / 255.0, "y": data["train_y"][idx]}
+    images, labels = jnp.asarray(data["train_x"]), jnp.asarray(data["train_y"])
+    return {"x": images[idx].astype(jnp.float32) / 255.0, "y": labels[idx]}
 
 
 def classification_metrics(logits_fn, data) -> dict:
@@ -287,6 +289,7 @@ def sample_text_batch(key, tokens, batch_size: int, seq_len: int):
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
+    tokens = jnp.asarray(tokens)
     starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - seq_len - 1)
     windows = jax.vmap(lambda s: jax.lax.dynamic_slice(tokens, (s,), (seq_len + 1,)))(starts)
     windows = windows.astype(jnp.int32)

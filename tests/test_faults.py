@@ -135,3 +135,33 @@ def test_ten_thousand_steps_stay_finite_and_bounded(name):
     )
     assert np.isfinite(np.asarray(losses)).all()
     assert float(cells.max()) < 100.0, float(cells.max())
+
+
+def test_ten_thousand_steps_on_a_small_mnist_mlp_stay_finite_and_bounded():
+    """The shipped default on the MNIST MLP (small: 2 hidden units, batch 8, for CPU)."""
+    from problems.mnist_mlp import mnist_mlp  # noqa: PLC0415
+
+    problem = mnist_mlp(hidden=2, batch_size=8)
+    tx = l2l_opt.learned_opt()
+    instance = problem.sample_instance(jax.random.key(0))
+    params = problem.init_params(jax.random.key(1), instance)
+
+    def step(carry, key):
+        p, s = carry
+        batch = problem.sample_batch(key, instance, problem.data)
+        loss, g = jax.value_and_grad(problem.loss)(p, instance, batch)
+        u, s = tx.update(g, s, p)
+        cells = jnp.stack(
+            [jnp.max(jnp.abs(layer.cell)) for leaf in jax.tree.leaves(
+                s[0].lstm, is_leaf=lambda x: isinstance(x, tuple) and hasattr(x[0], "cell")
+            ) for layer in leaf]
+        )  # fmt: skip
+        return (optax.apply_updates(p, u), s), (loss, jnp.max(cells))
+
+    keys = jax.random.split(jax.random.key(2), 10_000)
+    run = jax.jit(lambda c, k: jax.lax.scan(step, c, k))
+    (final, _), (losses, cells) = run((params, tx.init(params)), keys)
+    assert np.isfinite(np.asarray(losses)).all()
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(final))
+    assert float(cells.max()) < 100.0, float(cells.max())
+    assert float(losses[-100:].mean()) < float(losses[:10].mean())
