@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 Instance = Any  # a pytree of arrays: one problem drawn from the family (e.g. W and y)
@@ -55,3 +56,76 @@ def num_params(problem: Problem) -> int:
     key = jax.random.PRNGKey(0)
     shapes = jax.eval_shape(lambda: problem.init_params(key, problem.sample_instance(key)))
     return sum(int(s.size) for s in jax.tree.leaves(shapes))
+
+
+def no_instance(key: jax.Array) -> Instance:
+    """`Problem.sample_instance` for families whose only randomness is the init and data."""
+    del key
+    return ()
+
+
+def image_classifier(
+    name: str,
+    description: str,
+    sample_instance: Callable[[jax.Array], Instance],
+    init_params: Callable[[jax.Array, Instance], optax.Params],
+    logits: Callable[[optax.Params, Instance, jax.Array], jax.Array],
+    *,
+    batch_size: int,
+    horizon: int,
+) -> Problem:
+    """A `Problem` training ``logits(params, instance, images [b, 28, 28])`` on MNIST."""
+    from problems import datasets  # noqa: PLC0415 (datasets loads data; base stays light)
+
+    data, source = datasets.mnist_problem_data()
+
+    def sample_batch(key, instance, data):
+        del instance
+        return datasets.sample_image_batch(key, data, batch_size)
+
+    def loss(params, instance, batch):
+        labels = batch["y"].astype(jnp.int32)
+        out = logits(params, instance, batch["x"])
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, labels))
+
+    def test_metrics(params, instance, data):
+        return datasets.classification_metrics(lambda x: logits(params, instance, x), data)
+
+    return Problem(
+        name, sample_instance, init_params, sample_batch, loss, horizon, description,
+        data, source, test_metrics,
+    )  # fmt: skip
+
+
+def language_model(
+    name: str,
+    description: str,
+    init_params: Callable[[jax.Array, Instance], optax.Params],
+    logits: Callable[[optax.Params, jax.Array], jax.Array],
+    *,
+    batch_size: int,
+    seq_len: int,
+    horizon: int,
+) -> Problem:
+    """A `Problem` training next-character ``logits(params, ids [b, L])`` on the text corpus."""
+    from problems import datasets  # noqa: PLC0415
+
+    data, source, _ = datasets.text_problem_data()
+
+    def sample_batch(key, instance, data):
+        del instance
+        return datasets.sample_text_batch(key, data["train"], batch_size, seq_len)
+
+    def loss(params, instance, batch):
+        del instance
+        out = logits(params, batch["x"])
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]))
+
+    def test_metrics(params, instance, data):
+        del instance
+        return datasets.lm_test_metrics(lambda x: logits(params, x), data, seq_len)
+
+    return Problem(
+        name, no_instance, init_params, sample_batch, loss, horizon, description, data, source,
+        test_metrics,
+    )  # fmt: skip

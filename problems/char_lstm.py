@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from problems import base, datasets
 
@@ -21,11 +20,7 @@ def char_lstm(
     The text is `datasets.text_corpus` (``pydoc_data.topics``, shipped with Python); the
     loss is the mean next-character cross-entropy (nats) over random windows.
     """
-    data, source, vocab = datasets.text_problem_data()
-
-    def sample_instance(key):
-        del key
-        return ()
+    vocab = datasets.text_problem_data()[2]
 
     def init_params(key, instance):
         del instance
@@ -59,32 +54,13 @@ def char_lstm(
         _, h_LxBxH = jax.lax.scan(cell, (zeros, zeros), e_LxBxE)
         return jnp.swapaxes(h_LxBxH, 0, 1) @ params["out"]["w"] + params["out"]["b"]
 
-    def sample_batch(key, instance, data):
-        del instance
-        return datasets.sample_text_batch(key, data["train"], batch_size, seq_len)
-
-    def loss(params, instance, batch):
-        del instance
-        return jnp.mean(
-            optax.softmax_cross_entropy_with_integer_labels(logits(params, batch["x"]), batch["y"])
-        )
-
-    def test_metrics(params, instance, data):
-        del instance
-        return datasets.lm_test_metrics(lambda x: logits(params, x), data, seq_len)
-
-    return base.Problem(
-        name=f"char_lstm_h{hidden}_s{seq_len}",
-        sample_instance=sample_instance,
-        init_params=init_params,
-        sample_batch=sample_batch,
-        loss=loss,
+    return base.language_model(
+        f"char_lstm_h{hidden}_s{seq_len}",
+        f"char LSTM LM: embed {embed}, LSTM {hidden}, {vocab} chars, seq {seq_len}, "
+        f"batch {batch_size}",
+        init_params,
+        logits,
+        batch_size=batch_size,
+        seq_len=seq_len,
         horizon=horizon,
-        description=(
-            f"char LSTM LM: embed {embed}, LSTM {hidden}, {vocab} chars, seq {seq_len}, "
-            f"batch {batch_size}"
-        ),
-        data=data,
-        data_source=source,
-        test_metrics=test_metrics,
     )

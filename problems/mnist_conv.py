@@ -4,9 +4,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from problems import base, datasets
+from problems import base
 
 
 def _conv(x_BxHxWxC, w_KxKxCxD, b_D):
@@ -43,15 +42,10 @@ def mnist_conv(
     Parameters are named ``conv_*`` and ``fc_*``, so conv and fully connected parameters
     can be given separate LSTMs. Weights start He-normal, biases at zero.
     """
-    data, source = datasets.mnist_problem_data()
     side = 28
     for _ in range(conv_layers):
         side //= 2
     flat = side * side * channels
-
-    def sample_instance(key):
-        del key
-        return ()
 
     def init_params(key, instance):
         del instance
@@ -78,7 +72,8 @@ def mnist_conv(
         }
         return params
 
-    def logits(params, x_BxHxW):
+    def logits(params, instance, x_BxHxW):
+        del instance
         h = x_BxHxW[..., None]
         for i in range(conv_layers):
             p = params[f"conv_{i}"]
@@ -90,34 +85,14 @@ def mnist_conv(
         h = jax.nn.relu(h @ params["fc_0"]["w"] + params["fc_0"]["b"])
         return h @ params["fc_1"]["w"] + params["fc_1"]["b"]
 
-    def sample_batch(key, instance, data):
-        del instance
-        return datasets.sample_image_batch(key, data, batch_size)
-
-    def loss(params, instance, batch):
-        del instance
-        labels = batch["y"].astype(jnp.int32)
-        return jnp.mean(
-            optax.softmax_cross_entropy_with_integer_labels(logits(params, batch["x"]), labels)
-        )
-
-    def test_metrics(params, instance, data):
-        del instance
-        return datasets.classification_metrics(lambda x: logits(params, x), data)
-
     bn = ", batch norm" if batch_norm else ""
-    return base.Problem(
-        name="mnist_conv_bn" if batch_norm else "mnist_conv",
-        sample_instance=sample_instance,
-        init_params=init_params,
-        sample_batch=sample_batch,
-        loss=loss,
+    return base.image_classifier(
+        "mnist_conv_bn" if batch_norm else "mnist_conv",
+        f"conv net {conv_layers}x(5x5x{channels} conv, ReLU, 2x2 pool){bn}, fc {hidden}, "
+        f"10-way, batch {batch_size}",
+        base.no_instance,
+        init_params,
+        logits,
+        batch_size=batch_size,
         horizon=horizon,
-        description=(
-            f"conv net {conv_layers}x(5x5x{channels} conv, ReLU, 2x2 pool){bn}, fc {hidden}, "
-            f"10-way, batch {batch_size}"
-        ),
-        data=data,
-        data_source=source,
-        test_metrics=test_metrics,
     )

@@ -2,9 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from problems import base, datasets
+from problems import base
 
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
@@ -37,7 +36,6 @@ def mnist_mlp(
     """
     if activation not in (*ACTIVATIONS, "random"):
         raise ValueError(f"activation={activation!r}: must be one of {[*ACTIVATIONS, 'random']}")
-    data, source = datasets.mnist_problem_data()
     sizes = [784] + [hidden] * layers + [10]
     acts = list(ACTIVATIONS.values())
 
@@ -65,28 +63,13 @@ def mnist_mlp(
                 h = jax.lax.switch(instance["activation"], acts, h)
         return h
 
-    def sample_batch(key, instance, data):
-        del instance
-        return datasets.sample_image_batch(key, data, batch_size)
-
-    def loss(params, instance, batch):
-        out = logits(params, instance, batch["x"])
-        labels = batch["y"].astype(jnp.int32)
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, labels))
-
-    def test_metrics(params, instance, data):
-        return datasets.classification_metrics(lambda x: logits(params, instance, x), data)
-
     arch = "-".join(str(s) for s in sizes)
-    return base.Problem(
-        name=f"mnist_mlp_h{hidden}_d{layers}_{activation}",
-        sample_instance=sample_instance,
-        init_params=init_params,
-        sample_batch=sample_batch,
-        loss=loss,
+    return base.image_classifier(
+        f"mnist_mlp_h{hidden}_d{layers}_{activation}",
+        f"MLP {arch}, {activation}, cross-entropy, batch {batch_size}",
+        sample_instance,
+        init_params,
+        logits,
+        batch_size=batch_size,
         horizon=horizon,
-        description=f"MLP {arch}, {activation}, cross-entropy, batch {batch_size}",
-        data=data,
-        data_source=source,
-        test_metrics=test_metrics,
     )

@@ -15,10 +15,6 @@ def rosenbrock(dim: int = 10, start_range: float = 2.0, horizon: int = 100) -> b
       horizon: default steps per optimizee.
     """
 
-    def sample_instance(key):
-        del key
-        return ()
-
     def init_params(key, instance):
         del instance
         return {"x": jax.random.uniform(key, (dim,), minval=-start_range, maxval=start_range)}
@@ -30,7 +26,7 @@ def rosenbrock(dim: int = 10, start_range: float = 2.0, horizon: int = 100) -> b
 
     return base.Problem(
         name="rosenbrock",
-        sample_instance=sample_instance,
+        sample_instance=base.no_instance,
         init_params=init_params,
         sample_batch=base.no_batch,
         loss=loss,

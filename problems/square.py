@@ -9,10 +9,6 @@ from problems import base
 def square(horizon: int = 20) -> base.Problem:
     r""":math:`f(x) = x^2`, a scalar `x` starting at ``N(0, 1)``."""
 
-    def sample_instance(key):
-        del key
-        return ()
-
     def init_params(key, instance):
         del instance
         return jax.random.normal(key, ())
@@ -23,7 +19,7 @@ def square(horizon: int = 20) -> base.Problem:
 
     return base.Problem(
         name="square",
-        sample_instance=sample_instance,
+        sample_instance=base.no_instance,
         init_params=init_params,
         sample_batch=base.no_batch,
         loss=loss,

@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from problems import base, datasets
 
@@ -25,12 +24,8 @@ def tiny_transformer(
 ) -> base.Problem:
     """Pre-LN decoder-only transformer: `layers` blocks of causal self-attention (`heads`
     heads) and a 4x MLP, learned positions, width `width`, next-character cross-entropy."""
-    data, source, vocab = datasets.text_problem_data()
+    vocab = datasets.text_problem_data()[2]
     head_dim = width // heads
-
-    def sample_instance(key):
-        del key
-        return ()
 
     def init_params(key, instance):
         del instance
@@ -74,32 +69,13 @@ def tiny_transformer(
             h = h + m @ p["mlp_out"]["w"] + p["mlp_out"]["b"]
         return _layer_norm(h, **params["ln_f"]) @ params["unembed"]
 
-    def sample_batch(key, instance, data):
-        del instance
-        return datasets.sample_text_batch(key, data["train"], batch_size, seq_len)
-
-    def loss(params, instance, batch):
-        del instance
-        return jnp.mean(
-            optax.softmax_cross_entropy_with_integer_labels(logits(params, batch["x"]), batch["y"])
-        )
-
-    def test_metrics(params, instance, data):
-        del instance
-        return datasets.lm_test_metrics(lambda x: logits(params, x), data, seq_len)
-
-    return base.Problem(
-        name=f"tiny_transformer_l{layers}_s{seq_len}",
-        sample_instance=sample_instance,
-        init_params=init_params,
-        sample_batch=sample_batch,
-        loss=loss,
+    return base.language_model(
+        f"tiny_transformer_l{layers}_s{seq_len}",
+        f"transformer LM: {layers} layer(s), width {width}, {heads} heads, {vocab} chars, "
+        f"seq {seq_len}, batch {batch_size}",
+        init_params,
+        logits,
+        batch_size=batch_size,
+        seq_len=seq_len,
         horizon=horizon,
-        description=(
-            f"transformer LM: {layers} layer(s), width {width}, {heads} heads, {vocab} chars, "
-            f"seq {seq_len}, batch {batch_size}"
-        ),
-        data=data,
-        data_source=source,
-        test_metrics=test_metrics,
     )

@@ -52,12 +52,14 @@ def test_meta_train_stops_after_max_nonfinite_in_a_row_keeping_last_good_checkpo
 ):
     real_step = meta_train.meta_train_step
 
-    def nan_after_4(state, *, config):
+    def nan_after_4(state, data=None, *, config):
         # From outer step 4 on, theta itself is NaN, so every later step is non-finite.
         nan_theta = jax.tree.map(lambda t: jnp.where(state.step >= 4, jnp.nan, t), state.theta)
-        return real_step(state._replace(theta=nan_theta), config=config)
+        return real_step(state._replace(theta=nan_theta), data, config=config)
 
     monkeypatch.setattr(cli, "meta_train_step", nan_after_4)
+    cli._jitted_step.cache_clear()  # compile the patched step, and forget it afterwards
+    monkeypatch.setattr(cli, "_jitted_step", functools.cache(cli._jitted_step.__wrapped__))
     with pytest.raises(RuntimeError, match="3 non-finite outer steps in a row"):
         cli.meta_train(CONFIG, str(tmp_path), outer_steps=20, seed=0, resume=False,
                        checkpoint_every=2)  # fmt: skip
