@@ -125,6 +125,13 @@ class LSTMOptConfig:
             self.partition,
             f"must be one of {list(PARTITIONS)}",
         )
+        check(
+            self.state_dtype in STATE_DTYPES,
+            "LSTMOptConfig",
+            "state_dtype",
+            self.state_dtype,
+            f"must be one of {list(STATE_DTYPES)}",
+        )
 
     def groups(self) -> tuple[str, ...]:
         """Names of the separate LSTMs: ``()`` for one shared LSTM."""

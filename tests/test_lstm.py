@@ -1,3 +1,5 @@
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -62,8 +64,15 @@ def test_check_theta_rejects_other_shapes():
         ("p", float("nan")),
         ("output_scale", -0.1),
         ("output_scale", float("inf")),
+        ("beta1", 1.0),
+        ("beta2", -0.1),
+        ("skip_init", (1.0,)),
+        ("skip_init", (0.0, float("nan"))),
+        ("head_init", "ones"),
+        ("partition", "layers"),
+        ("state_dtype", "float16"),
     ],
 )
 def test_config_validation_names_field_and_value(field, value):
-    with pytest.raises(ConfigError, match=rf"LSTMOptConfig\.{field}={value!r}"):
+    with pytest.raises(ConfigError, match=re.escape(f"LSTMOptConfig.{field}={value!r} is invalid")):
         LSTMOptConfig(**{field: value})

@@ -77,6 +77,7 @@ def test_meta_training_is_deterministic_given_the_key():
         ("meta_learning_rate", float("inf"), "finite number > 0"),
         ("clip_norm", -1.0, "finite number > 0"),
         ("second_order", "yes", "true or false"),
+        ("remat", 1, "true or false"),
         ("max_nonfinite", 0, "> 0"),
         ("net", {"hidden_size": 3}, "LSTMOptConfig"),
     ],
