@@ -188,3 +188,32 @@ def test_text_corpus_is_real_english():
     ids, alphabet = datasets.text_corpus()
     text = "".join(alphabet[i] for i in ids[:20000])
     assert len(ids) > 300_000 and " the " in text and "function" in text
+
+
+def test_full_mnist_is_used_when_present(tmp_path, server, idx_files, monkeypatch):
+    arrays, _, digests = idx_files
+    monkeypatch.setenv("L2L_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "MNIST_FILES", digests)
+    datasets.download_mnist(base_url=server.url)
+    datasets.load_mnist.cache_clear()
+    try:
+        data, source = datasets.load_mnist()
+        assert source.startswith("MNIST (full") and data["train_images"].shape == (20, 28, 28)
+    finally:
+        datasets.load_mnist.cache_clear()
+
+
+def test_embedded_subset_is_announced_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("L2L_DATA_DIR", str(tmp_path))
+    datasets.load_mnist.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="embedded 5,000-image MNIST subset"):
+            _, source = datasets.load_mnist()
+        assert "embedded" in source
+        import warnings  # noqa: PLC0415
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            datasets.load_mnist()  # cached: no second warning
+    finally:
+        datasets.load_mnist.cache_clear()
