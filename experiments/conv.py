@@ -19,8 +19,6 @@ from l2l_opt import cli  # noqa: E402
 from l2l_opt.config import LSTMOptConfig  # noqa: E402
 from l2l_opt.meta_train import MetaTrainConfig  # noqa: E402
 
-PROBLEM = "mnist_conv"
-
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -31,10 +29,13 @@ class Settings:
     num_test: int = 10
     steps: int = 100
     time_budget: float | None = None
+    problem: str = "mnist_conv"
 
 
 FULL = Settings()
-QUICK = Settings(num_tasks=1, outer_steps=2, chunk=2, num_val=2, num_test=2, steps=20)
+QUICK = Settings(
+    num_tasks=2, outer_steps=4, chunk=2, num_val=3, num_test=3, steps=20, problem="mnist_conv_tiny"
+)
 
 VARIANTS = {
     "shared": LSTMOptConfig(),
@@ -67,12 +68,13 @@ def main() -> None:
     if args.stage in ("train", "all"):
         for name in names:
             config = MetaTrainConfig(
-                problem=PROBLEM, num_tasks=settings.num_tasks, unroll_length=20, horizon=100,
+                problem=settings.problem, num_tasks=settings.num_tasks, unroll_length=20,
+                horizon=100,
                 net=VARIANTS[name],
             )  # fmt: skip
             record = common.train_with_selection(
                 config, os.path.join(out, name), outer_steps=settings.outer_steps,
-                chunk=settings.chunk, seed=args.seed, val_problem=PROBLEM,
+                chunk=settings.chunk, seed=args.seed, val_problem=settings.problem,
                 num_val=settings.num_val, val_steps=settings.steps,
                 time_budget=settings.time_budget,
             )  # fmt: skip
@@ -86,7 +88,7 @@ def main() -> None:
                 with open(path) as f:
                     selection[name] = json.load(f)
         results = cli.compare(
-            PROBLEM, weights, os.path.join(out, "compare"), steps=settings.steps,
+            settings.problem, weights, os.path.join(out, "compare"), steps=settings.steps,
             num_test=settings.num_test, num_val=settings.num_val, seed=args.seed,
             figure=os.path.join(plots, "conv.png"),
         )  # fmt: skip

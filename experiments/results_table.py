@@ -24,9 +24,9 @@ def ratio_interval(lstm: list[float], adam: list[float]) -> tuple[float, float, 
     return float(a.mean() / b.mean()), *np.percentile(boot, [2.5, 97.5]).tolist()
 
 
-def row(label: str, results: dict) -> str:
+def row(label: str, results: dict, lstm_name: str | None = None) -> str:
     opts = results["optimizers"]
-    lstm_name = results.get("steps_to_match_of", "lstm")
+    lstm_name = lstm_name or results.get("steps_to_match_of", "lstm")
     lstm, adam = opts[lstm_name], opts["adam"]
     r, lo, hi = ratio_interval(lstm["final_per_instance"], adam["final_per_instance"])
     cells = [
@@ -54,7 +54,11 @@ def main() -> None:
         print(row(f"quadratic, demo ({demo['steps']})", demo))
     seeds = load("quadratic_seeds.json")
     if seeds:
-        print(row(f"quadratic, 5 seeds, seed0 ({seeds['results']['steps']})", seeds["results"]))
+        results = seeds["results"]
+        for name in results["optimizers"]:
+            if name.startswith("lstm:"):
+                label = f"quadratic, meta-training {name.split(':')[1]} ({results['steps']})"
+                print(row(label, results, name))
     mnist = load("mnist.json")
     if mnist:
         for steps, results in mnist["horizons"].items():

@@ -23,6 +23,8 @@ _REGISTRY: dict[str, Callable[[], Problem]] = {
     "logistic": logistic,
     "mnist_conv": mnist_conv,
     "mnist_conv_bn": functools.partial(mnist_conv, batch_norm=True),
+    # A small conv net (4 channels, batch 16) for quick CPU runs of the conv experiment.
+    "mnist_conv_tiny": functools.partial(mnist_conv, channels=4, batch_size=16),
 }
 for _h, _d, _a in itertools.product((20, 40), (1, 2), (*ACTIVATIONS, "random")):
     _REGISTRY[f"mnist_mlp_h{_h}_d{_d}_{_a}"] = functools.partial(mnist_mlp, _h, _d, _a)

@@ -87,7 +87,7 @@ def mnist_conv(
 
     bn = ", batch norm" if batch_norm else ""
     return base.image_classifier(
-        "mnist_conv_bn" if batch_norm else "mnist_conv",
+        f"mnist_conv_c{channels}_b{batch_size}" + ("_bn" if batch_norm else ""),
         f"conv net {conv_layers}x(5x5x{channels} conv, ReLU, 2x2 pool){bn}, fc {hidden}, "
         f"10-way, batch {batch_size}",
         base.no_instance,
