@@ -13,7 +13,7 @@ DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
     "mnist": "f236da55ee5a79596e221cca05d48c8ad18f3f2cccfe79909ef32375fefb0aa5",
-    "quadratic": "ab38194ff66adb4ec74be5910bfbc2b3c137b765ff6d70a6eada9c68d5413498",
+    "quadratic": "3e63d5480443d666b0ebc6e830dee64400f4e4e24d26b05e6dc80a8c5b230579",
 }
 
 
