@@ -24,11 +24,9 @@ import json
 import os
 import resource
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
@@ -43,17 +41,10 @@ BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
 STATE_BYTES_PER_PARAM = 2 * 2 * 20 * 4
 
 
-def median_seconds(fn, *args, reps=10):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+median_seconds = ref.median_seconds  # the same timing rule for both sides
 
 
-def ours_opt_step(n: int, state_dtype=None) -> float:
+def ours_opt_step(n: int) -> float:
     config = l2l_opt.LSTMOptConfig()
     tx = l2l_opt.learned_opt(l2l_opt.lstm.init_theta(jax.random.PRNGKey(0), config), config=config)
     params = {"x": jnp.zeros((n,))}

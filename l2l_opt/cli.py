@@ -78,12 +78,14 @@ _TRAIN_FLAGS = {
 
 def _add_meta_train_flags(p: argparse.ArgumentParser) -> None:
     defaults = MetaTrainConfig()
-    for name, typ in _TRAIN_FLAGS.items():
+    flags = [(n, t, defaults, "") for n, t in _TRAIN_FLAGS.items()]
+    flags += [(n, t, defaults.net, "network: ") for n, t in _NET_FLAGS.items()]
+    for name, typ, owner, prefix in flags:
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=typ,
             default=None,
-            help=f"(default {getattr(defaults, name)})",
+            help=f"{prefix}(default {getattr(owner, name)})",
         )
     p.add_argument(
         "--second-order",
@@ -97,13 +99,6 @@ def _add_meta_train_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="recompute inner-step activations in the backward pass (less memory)",
     )
-    for name, typ in _NET_FLAGS.items():
-        p.add_argument(
-            "--" + name.replace("_", "-"),
-            type=typ,
-            default=None,
-            help=f"network: (default {getattr(defaults.net, name)})",
-        )
 
 
 def _config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[str, Any]]:
