@@ -12,7 +12,8 @@ Prints one JSON line per measurement, then a table. Counts used for the rates:
             x 4 B x 2 = 640) + gradient read and update written (8) = 648.
   meta steps: inner steps per second = B * 20 / seconds.
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
-the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
+the process's peak RSS after 10 and after 40 more outer steps (it must not grow). The
+"+remat" row is our meta-step with rematerialised inner steps (`--remat`).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -58,8 +59,10 @@ def ours_opt_step(n: int) -> float:
     return median_seconds(step, params, g, tx.init(params))
 
 
-def ours_meta_step(problem: str, batch: int, reps: int) -> tuple[float, dict]:
-    config = l2l_opt.MetaTrainConfig(problem=problem, num_tasks=batch, unroll_length=20)
+def ours_meta_step(problem: str, batch: int, reps: int, remat: bool = False) -> tuple[float, dict]:
+    config = l2l_opt.MetaTrainConfig(
+        problem=problem, num_tasks=batch, unroll_length=20, remat=remat
+    )
     state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config)
     data = meta_train.data_of(config)
     step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=config))
@@ -110,14 +113,15 @@ def main() -> None:
             "gbytes_per_s": BYTES_PER_COORD * n / ours / 1e9,
             "memory_bound_s": None,
         })  # fmt: skip
-    for workload, problem, batch in (
-        ("meta_quad", "quadratic", quad_batch),
-        ("meta_mlp", "mnist_mlp", mlp_batch),
+    for workload, problem, batch, remat in (
+        ("meta_quad", "quadratic", quad_batch, False),
+        ("meta_mlp", "mnist_mlp", mlp_batch, False),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True),
     ):
         naive = getattr(ref, workload)(batch)
-        ours, memory = ours_meta_step(problem, batch, reps=max(3, args.reps // 2))
+        ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
         emit(rows, {
-            "workload": workload, "batch": batch, "ours_s": ours,
+            "workload": workload + ("+remat" if remat else ""), "batch": batch, "ours_s": ours,
             "reference_s": naive["meta_step_s"],
             "ratio_ours_over_reference": ours / naive["meta_step_s"],
             "ours_inner_steps_per_s": batch * 20 / ours,
