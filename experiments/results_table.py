@@ -62,7 +62,11 @@ def main() -> None:
     mnist = load("mnist.json")
     if mnist:
         for steps, results in mnist["horizons"].items():
-            print(row(f"MNIST MLP ({steps})", results))
+            for name in results["optimizers"]:
+                if name.startswith("lstm:"):
+                    variant = name.split(":", 1)[1]
+                    shipped = " = shipped" if variant == mnist["winner"] else ""
+                    print(row(f"MNIST MLP, {variant}{shipped} ({steps})", results, name))
     gen = load("generalization.json")
     if gen:
         for label, results in gen["rows"].items():
