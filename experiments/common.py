@@ -60,7 +60,7 @@ def train_with_selection(
     done = record["scores"][-1]["step"]
     while done < outer_steps:
         if time_budget is not None and time.perf_counter() - start > time_budget:
-            cli._log(f"{out}: time budget spent after {done} outer steps")  # noqa: SLF001
+            cli.log_status(f"{out}: time budget spent after {done} outer steps")
             break
         done = min(done + chunk, outer_steps)
         weights = cli.meta_train(
@@ -71,7 +71,7 @@ def train_with_selection(
         record["scores"].append({"step": done, "val_final_mean": score})
         if score < best:
             shutil.copyfile(weights, os.path.join(out, "best.npz"))
-        cli._log(f"{out}: step {done}, validation mean final loss {score:.4g}")  # noqa: SLF001
+        cli.log_status(f"{out}: step {done}, validation mean final loss {score:.4g}")
         record["seconds"] = round(time.perf_counter() - start, 1)
         with open(record_path, "w") as f:
             json.dump(record, f, indent=1)
@@ -84,4 +84,4 @@ def train_with_selection(
 
 def write_json(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    cli._write_json(path, obj)  # noqa: SLF001
+    cli.write_json(path, obj)

@@ -17,7 +17,7 @@ import optax
 from tqdm import tqdm
 
 import problems
-from l2l_opt import checkpoint, evaluate, plotting, transform
+from l2l_opt import checkpoint, evaluate, plotting, pretrained, transform
 from l2l_opt import meta_train as meta_train_lib
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError, LSTMOptConfig
@@ -33,7 +33,7 @@ META_TRAIN_STREAM = 0  # meta-training's key stream; see evaluate.VALIDATION_STR
 DEMO_OUTER_STEPS = 1000
 
 
-def _log(message: str) -> None:
+def log_status(message: str) -> None:
     """A status line on stderr that does not break the progress bar."""
     tqdm.write(message, file=sys.stderr)
 
@@ -132,10 +132,10 @@ def meta_train(
         raise UsageError(f"{out} already holds a run ({ckpt}); pass --resume or another --out")
     if resume:
         for name in checkpoint.remove_stale_temp_files(ckpt):
-            _log(f"removed {name}, left by an interrupted checkpoint write")
+            log_status(f"removed {name}, left by an interrupted checkpoint write")
     if resume and os.path.exists(ckpt):
         state, config = _resume(ckpt, config, seed, given or {})
-        _log(f"resuming {ckpt} at outer step {int(state.step)}")
+        log_status(f"resuming {ckpt} at outer step {int(state.step)}")
     else:
         state = meta_train_init(key, config)
     info = {"config": config.to_dict(), "seed": seed}
@@ -145,7 +145,7 @@ def meta_train(
         mesh = meta_train_lib.task_mesh()
         state = meta_train_lib.shard_state(state, mesh)
         data = meta_train_lib.replicate(data, mesh)
-        _log(f"meta-training on {jax.device_count()} devices ({jax.process_count()} hosts)")
+        log_status(f"meta-training on {jax.device_count()} devices ({jax.process_count()} hosts)")
     start = int(state.step)
     bar = tqdm(total=outer_steps, initial=start, desc="meta-train", unit="step", dynamic_ncols=True)
     window: list[float] = []
@@ -154,7 +154,7 @@ def meta_train(
         state, metrics = step_fn(state, data)
         loss, skipped = float(metrics.meta_loss), bool(metrics.skipped)
         if skipped:
-            _log(
+            log_status(
                 f"step {int(state.step)}: non-finite meta-loss or meta-gradient, update skipped "
                 f"({int(state.nonfinite_in_a_row)} in a row, {int(state.nonfinite_total)} total)"
             )
@@ -172,8 +172,6 @@ def meta_train(
         # No checkpoint inside a run of skipped steps: the last good one stays on disk.
         if (step % checkpoint_every == 0 or step == outer_steps) and not skipped:
             host_state = _host_copy(state)
-            if jax.process_index() == 0:
-                checkpoint.save_state(ckpt, host_state, {**info, "step": step})
             line = {
                 "step": step,
                 "meta_loss": float(np.mean(window)) if window else None,
@@ -181,6 +179,7 @@ def meta_train(
                 "seconds": round(time.perf_counter() - t0, 3),
             }
             if jax.process_index() == 0:
+                checkpoint.save_state(ckpt, host_state, {**info, "step": step})
                 with open(os.path.join(out, METRICS), "a") as f:
                     f.write(json.dumps(line) + "\n")
             window = []
@@ -273,7 +272,7 @@ def compare(
     (``out/<problem>.png`` unless `figure`), prints the table, and returns the results.
     """
     problem = problems.get(problem_name)
-    _log(f"{problem_name}: {problem.description}; data: {problem.data_source}")
+    log_status(f"{problem_name}: {problem.description}; data: {problem.data_source}")
     steps = problem.horizon if steps is None else steps
     for flag, v in (("--steps", steps), ("--num-test", num_test), ("--num-val", num_val)):
         if v <= 0:
@@ -297,7 +296,7 @@ def compare(
         "num_test": num_test,
         "num_val": num_val,
         "seed": seed,
-        "weights": {k: v or f"shipped:{_default_name()}" for k, v in named.items()},
+        "weights": {k: v or f"shipped:{pretrained.DEFAULT}" for k, v in named.items()},
         "lr_grid": evaluate.log_grid().tolist(),
         "optimizers": {},
     }
@@ -340,7 +339,7 @@ def compare(
         evaluate.summarize(adam_long).mean, target
     )
     results["adam_long_steps"] = long_steps
-    _write_json(os.path.join(out, "results.json"), results)
+    write_json(os.path.join(out, "results.json"), results)
     print(format_table(results))
     fig_path = figure or os.path.join(out, f"{problem_name}.png")
     save_figure(results, fig_path)
@@ -355,12 +354,6 @@ def _evaluate(problem, opt, keys, steps):
     return np.asarray(curves), {k: np.asarray(v) for k, v in metrics.items()}
 
 
-def _default_name() -> str:
-    from l2l_opt import pretrained  # noqa: PLC0415
-
-    return pretrained.DEFAULT
-
-
 def _json_safe(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -371,7 +364,7 @@ def _json_safe(x):
     return x
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
     text = json.dumps(_json_safe(obj), indent=1, allow_nan=False)
     checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -450,7 +443,7 @@ def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
         seed=seed,
         figure=os.path.join(plots_dir, "quadratic.png"),
     )
-    _write_json(os.path.join(plots_dir, "quadratic.json"), results)
+    write_json(os.path.join(plots_dir, "quadratic.json"), results)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
@@ -539,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Library warnings (e.g. "using the embedded MNIST subset") as one status line each.
-    warnings.showwarning = lambda message, *a, **k: _log(f"note: {message}")
+    warnings.showwarning = lambda message, *a, **k: log_status(f"note: {message}")
     try:
         if args.command == "meta-train":
             init_distributed(args.coordinator, args.num_processes, args.process_id)

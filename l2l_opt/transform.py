@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from l2l_opt import lstm, preprocessing
+from l2l_opt import checkpoint, lstm, preprocessing, pretrained
 from l2l_opt.config import LSTMOptConfig
 
 
@@ -138,8 +138,6 @@ def resolve_weights(
     `l2l_opt.pretrained.names()` the shipped weights of that name, any other str or path a
     weights file, and a dict those weights (with `config`, or the default config).
     """
-    from l2l_opt import checkpoint, pretrained  # noqa: PLC0415 (pretrained imports transform users)
-
     if theta is None or (isinstance(theta, str) and theta in pretrained.names()):
         loaded = pretrained.load(pretrained.DEFAULT if theta is None else theta)
     elif isinstance(theta, (str, os.PathLike)):

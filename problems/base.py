@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from problems import datasets
+
 Instance = Any  # a pytree of arrays: one problem drawn from the family (e.g. W and y)
 Batch = Any  # a pytree of arrays: one data batch; () for deterministic problems
 Data = Any  # a pytree of arrays shared by all instances (a data set); () if none
@@ -75,8 +77,6 @@ def image_classifier(
     horizon: int,
 ) -> Problem:
     """A `Problem` training ``logits(params, instance, images [b, 28, 28])`` on MNIST."""
-    from problems import datasets  # noqa: PLC0415 (datasets loads data; base stays light)
-
     data, source = datasets.mnist_problem_data()
 
     def sample_batch(key, instance, data):
@@ -108,8 +108,6 @@ def language_model(
     horizon: int,
 ) -> Problem:
     """A `Problem` training next-character ``logits(params, ids [b, L])`` on the text corpus."""
-    from problems import datasets  # noqa: PLC0415
-
     data, source, _ = datasets.text_problem_data()
 
     def sample_batch(key, instance, data):

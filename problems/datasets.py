@@ -6,12 +6,16 @@ import hashlib
 import importlib.resources
 import os
 import pathlib
+import sys
 import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 # The standard MNIST IDX files (Y. LeCun, C. Cortes, C. Burges) and their sha256.
@@ -248,8 +252,6 @@ def mnist_problem_data() -> tuple[dict[str, np.ndarray], str]:
 
 def sample_image_batch(key, data, batch_size: int):
     """A batch of training images scaled to [0, 1] (float32 ``[b, 28, 28]``) and labels."""
-    import jax  # noqa: PLC0415 (keeps this module importable without initialising jax)
-    import jax.numpy as jnp  # noqa: PLC0415
 
     idx = jax.random.randint(key, (batch_size,), 0, data["train_x"].shape[0])
     images, labels = jnp.asarray(data["train_x"]), jnp.asarray(data["train_y"])
@@ -258,8 +260,6 @@ def sample_image_batch(key, data, batch_size: int):
 
 def classification_metrics(logits_fn, data) -> dict:
     """Mean cross-entropy and accuracy of ``logits_fn(x [n, 28, 28])`` on the test split."""
-    import jax.numpy as jnp  # noqa: PLC0415
-    import optax  # noqa: PLC0415
 
     logits = logits_fn(data["test_x"].astype(np.float32) / 255.0)
     labels = data["test_y"].astype(np.int32)
@@ -279,15 +279,12 @@ def text_problem_data() -> tuple[dict[str, np.ndarray], str, int]:
 
 
 def _python_version() -> str:
-    import sys  # noqa: PLC0415
 
     return ".".join(map(str, sys.version_info[:2]))
 
 
 def sample_text_batch(key, tokens, batch_size: int, seq_len: int):
     """Random windows of `tokens`: inputs ``x`` and next-character targets ``y``, ``[b, L]``."""
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
 
     tokens = jnp.asarray(tokens)
     starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - seq_len - 1)
@@ -298,9 +295,6 @@ def sample_text_batch(key, tokens, batch_size: int, seq_len: int):
 
 def lm_test_metrics(logits_fn, data, seq_len: int, num_windows: int = 256) -> dict:
     """Next-character cross-entropy and accuracy on fixed windows of the held-out text."""
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    import optax  # noqa: PLC0415
 
     batch = sample_text_batch(jax.random.PRNGKey(0), data["test"], num_windows, seq_len)
     out = logits_fn(batch["x"])
