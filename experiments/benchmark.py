@@ -11,6 +11,9 @@ Prints one JSON line per measurement, then a table. Counts used for the rates:
             = 11,000; bytes per coordinate = state read + written (2 layers x (h, c) x 20
             x 4 B x 2 = 640) + gradient read and update written (8) = 648.
   meta steps: inner steps per second = B * 20 / seconds.
+Memory-traffic bound of the optimizer step: bytes per coordinate / the device's streaming
+bandwidth, measured in the same run (y = 2x + 1 on a large float32 array: 8 B per element).
+The "bf16 state" row keeps the LSTM state in bfloat16 (320 + 8 B per coordinate).
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow). The
 "+remat" row is our meta-step with rematerialised inner steps (`--remat`).
@@ -40,13 +43,21 @@ from l2l_opt import meta_train  # noqa: E402
 FLOPS_PER_COORD = 2 * (22 * 80 + 40 * 80) + 2 * 20 + 2 * 80 * 6
 BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
 STATE_BYTES_PER_PARAM = 2 * 2 * 20 * 4
+BF16_BYTES_PER_COORD = 2 * 2 * 20 * 2 * 2 + 8
 
 
 median_seconds = ref.median_seconds  # the same timing rule for both sides
 
 
-def ours_opt_step(n: int) -> float:
-    config = l2l_opt.LSTMOptConfig()
+def stream_bandwidth(n: int) -> float:
+    """Bytes per second of y = 2x + 1 on n float32 (n read, n written)."""
+    x = jnp.ones((n,), jnp.float32)
+    seconds = median_seconds(jax.jit(lambda x: 2.0 * x + 1.0), x)
+    return 8 * n / seconds
+
+
+def ours_opt_step(n: int, state_dtype: str = "float32") -> float:
+    config = l2l_opt.LSTMOptConfig(state_dtype=state_dtype)
     tx = l2l_opt.learned_opt(l2l_opt.lstm.init_theta(jax.random.PRNGKey(0), config), config=config)
     params = {"x": jnp.zeros((n,))}
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
@@ -101,18 +112,26 @@ def main() -> None:
     sizes = [1_000_000, 10_000_000, 50_000_000] if args.gpu else [100_000, 1_000_000]
     mlp_batch, quad_batch = (64, 1024) if args.gpu else (4, 128)
     rows: list[dict] = []
+    bandwidth = stream_bandwidth(256_000_000 if args.gpu else 64_000_000)
+    print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9}), flush=True)
     for n in sizes:
         naive = ref.opt_step(n)
-        ours = ours_opt_step(n)
-        emit(rows, {
-            "workload": "opt_step", "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
-            "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
-            "ratio_ours_over_adam": ours / naive["adam_s"],
-            "state_bytes_per_param": STATE_BYTES_PER_PARAM,
-            "gflops": FLOPS_PER_COORD * n / ours / 1e9,
-            "gbytes_per_s": BYTES_PER_COORD * n / ours / 1e9,
-            "memory_bound_s": None,
-        })  # fmt: skip
+        for state_dtype, per_coord in (
+            ("float32", BYTES_PER_COORD),
+            ("bfloat16", BF16_BYTES_PER_COORD),
+        ):
+            ours = ours_opt_step(n, state_dtype)
+            bound = per_coord * n / bandwidth
+            emit(rows, {
+                "workload": "opt_step" + ("" if state_dtype == "float32" else " bf16 state"),
+                "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
+                "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
+                "ratio_ours_over_adam": ours / naive["adam_s"],
+                "state_bytes_per_param": per_coord - 8,
+                "gflops": FLOPS_PER_COORD * n / ours / 1e9,
+                "gbytes_per_s": per_coord * n / ours / 1e9,
+                "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
+            })  # fmt: skip
     for workload, problem, batch, remat in (
         ("meta_quad", "quadratic", quad_batch, False),
         ("meta_mlp", "mnist_mlp", mlp_batch, False),
@@ -129,12 +148,14 @@ def main() -> None:
             "speedup": naive["meta_step_s"] / ours, **memory,
         })  # fmt: skip
     print()
+    print(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s on {jax.devices()[0].device_kind}")
     print(f"{'workload':10s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
     for r in rows:
         size = r.get("n", r.get("batch"))
         extra = (
-            f"adam {r['adam_s']:.4g}s, {r['gbytes_per_s']:.1f} GB/s"
-            if r["workload"] == "opt_step"
+            f"adam {r['adam_s']:.4g}s, {r['gbytes_per_s']:.1f} GB/s, "
+            f"{r['ratio_ours_over_memory_bound']:.1f}x the memory bound"
+            if r["workload"].startswith("opt_step")
             else f"{r['ours_inner_steps_per_s']:.0f} vs {r['reference_inner_steps_per_s']:.0f} "
             f"inner steps/s, XLA temp {r['temp_bytes_per_task_per_unroll_step'] / 1e6:.2f} MB "
             f"per task-step, RSS {r['peak_rss_after_10_steps'] / 1e9:.2f} -> "

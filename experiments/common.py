@@ -36,12 +36,13 @@ def train_with_selection(
     num_val: int,
     val_steps: int,
     time_budget: float | None = None,
+    init_weights: str | None = None,
 ) -> dict[str, Any]:
     """Meta-trains in chunks, scoring the weights on validation instances after each.
 
-    The untrained weights (step 0) are a candidate too. The best weights are copied to
-    ``out/best.npz``; ``out/selection.json`` records every score. Stops early, after a
-    whole chunk, once `time_budget` seconds have passed.
+    The starting weights (step 0: random, or `init_weights`) are a candidate too. The best
+    weights are copied to ``out/best.npz``; ``out/selection.json`` records every score.
+    Stops early, after a whole chunk, once `time_budget` seconds have passed.
     """
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
@@ -51,9 +52,13 @@ def train_with_selection(
         with open(record_path) as f:
             record = json.load(f)
     if not record["scores"]:
-        init = meta_train_init(jax.random.fold_in(jax.random.PRNGKey(seed), 0), config)
         w0 = os.path.join(out, "weights_0.npz")
-        checkpoint.save_weights(w0, init.theta, config.net, {"outer_steps": 0, "seed": seed})
+        if init_weights is None:
+            init = meta_train_init(jax.random.fold_in(jax.random.PRNGKey(seed), 0), config)
+            checkpoint.save_weights(w0, init.theta, config.net, {"outer_steps": 0, "seed": seed})
+        else:
+            record["init_weights"] = init_weights
+            shutil.copyfile(init_weights, w0)
         score = validation_score(w0, val_problem, num_val, val_steps, seed)
         record["scores"].append({"step": 0, "val_final_mean": score})
         shutil.copyfile(w0, os.path.join(out, "best.npz"))
@@ -64,8 +69,9 @@ def train_with_selection(
             break
         done = min(done + chunk, outer_steps)
         weights = cli.meta_train(
-            config, out, outer_steps=done, seed=seed, resume=True, checkpoint_every=chunk
-        )
+            config, out, outer_steps=done, seed=seed, resume=True, checkpoint_every=chunk,
+            init_weights=init_weights,
+        )  # fmt: skip
         score = validation_score(weights, val_problem, num_val, val_steps, seed)
         best = min(s["val_final_mean"] for s in record["scores"])
         record["scores"].append({"step": done, "val_final_mean": score})

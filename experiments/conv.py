@@ -29,6 +29,7 @@ class Settings:
     num_test: int = 10
     steps: int = 100
     time_budget: float | None = None
+    remat: bool = False
     problem: str = "mnist_conv"
 
 
@@ -52,11 +53,16 @@ def main() -> None:
     parser.add_argument("--plots", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
+    parser.add_argument(
+        "--remat", action="store_true", help="rematerialise inner steps (less memory)"
+    )
     parser.add_argument("--time-budget", type=float, default=None)
     parser.add_argument("--num-val", type=int, default=None, help="override for evaluation")
     parser.add_argument("--num-test", type=int, default=None, help="override for evaluation")
     args = parser.parse_args()
-    settings = dataclasses.replace(QUICK if args.quick else FULL, time_budget=args.time_budget)
+    settings = dataclasses.replace(
+        QUICK if args.quick else FULL, time_budget=args.time_budget, remat=args.remat
+    )
     if args.chunk:
         settings = dataclasses.replace(settings, chunk=args.chunk)
     for field in ("num_val", "num_test"):
@@ -70,7 +76,7 @@ def main() -> None:
             config = MetaTrainConfig(
                 problem=settings.problem, num_tasks=settings.num_tasks, unroll_length=20,
                 horizon=100,
-                net=VARIANTS[name],
+                net=VARIANTS[name], remat=settings.remat,
             )  # fmt: skip
             record = common.train_with_selection(
                 config, os.path.join(out, name), outer_steps=settings.outer_steps,

@@ -1,33 +1,78 @@
 #!/usr/bin/env bash
-# The full meta-training runs of the MNIST and conv experiments, on one lent GPU.
-# Each variant trains in its own process (the GPU has room for all), for at most BUDGET
-# seconds, selecting its checkpoint on validation instances. Everything needed afterwards
-# (best weights, selection records, metrics, logs) is packed into $OUT/gpu_runs.tar.gz.
+# The full meta-training runs of the MNIST and conv experiments, the conv evaluation and the
+# GPU benchmark, on one lent GPU. Every variant trains in its own process for at most BUDGET
+# seconds, selecting its checkpoint on validation instances; the whole script stops by
+# DEADLINE seconds. Everything needed afterwards (best weights, selection records, metrics,
+# logs, the benchmark's output, conv results) is packed into $OUT/gpu_runs.tar.gz.
+#
 # Usage (device machine, repo root; .whl holds the dm-haiku and jmp wheels):
-#   BUDGET=330 bash experiments/gpu_meta_train.sh
+#   bash experiments/gpu_meta_train.sh                      # everything, from scratch
+#   BENCH=0 MNIST="" MNIST_AFTER="" CONV=conv_fc bash experiments/gpu_meta_train.sh
+# Settings (environment):
+#   BENCH=1         first run experiments/benchmark.py --gpu alone (clean timings)
+#   MNIST=...       MNIST variants trained in parallel (default: paper adam_start adam_start_fast)
+#   MNIST_AFTER=... variants that start from adam_start_fast's weights, trained after it
+#   CONV=...        conv variants trained in parallel (default: shared conv_fc)
+#   CONV_EVAL=1     then evaluate the conv variants on the GPU
+#   BUDGET, CHUNK, DEADLINE, EXTRA (flags added to every experiment, e.g. --quick)
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/gpu_out}
+BENCH=${BENCH:-1}
+MNIST=${MNIST-paper adam_start adam_start_fast}
+MNIST_AFTER=${MNIST_AFTER-h200_finetune h200_finetune_fast}
+CONV=${CONV-shared conv_fc}
+CONV_EVAL=${CONV_EVAL:-1}
 BUDGET=${BUDGET:-330}
 CHUNK=${CHUNK:-125}
+DEADLINE=${DEADLINE:-1800}
+EXTRA=${EXTRA:-}
 mkdir -p "$OUT" runs/logs
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > runs/logs/gpu.txt
-python3 -c "import jax; print(jax.__version__, jax.devices())" >> runs/logs/gpu.txt 2>&1
 start=$(date +%s)
-for v in paper adam_start adam_start_fast; do
-  python3 experiments/mnist.py --stage train --variants $v --chunk "$CHUNK" \
-    --time-budget "$BUDGET" > runs/logs/mnist_$v.log 2>&1 &
-done
-for v in shared conv_fc; do
-  python3 experiments/conv.py --stage train --variants $v --chunk "$CHUNK" \
-    --time-budget "$BUDGET" > runs/logs/conv_$v.log 2>&1 &
-done
+left() { echo $(( DEADLINE - ($(date +%s) - start) )); }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  $PY -c "import jax; print(jax.__version__, jax.devices())" 2>&1; } > runs/logs/gpu.txt
+if [ "$BENCH" = 1 ]; then
+  timeout "${BENCH_TIMEOUT:-300}" $PY experiments/benchmark.py --gpu \
+    > runs/logs/benchmark_gpu.log 2>&1
+  rc=$?
+  echo "benchmark exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
+fi
+(
+  for v in $MNIST; do
+    timeout "$(left)" $PY experiments/mnist.py --stage train --variants "$v" --chunk "$CHUNK" \
+      --time-budget "$BUDGET" $EXTRA > "runs/logs/mnist_$v.log" 2>&1 &
+  done
+  wait
+  for v in $MNIST_AFTER; do
+    timeout "$(left)" $PY experiments/mnist.py --stage train --variants "$v" --chunk "$CHUNK" \
+      --time-budget "$BUDGET" --remat $EXTRA > "runs/logs/mnist_$v.log" 2>&1 &
+  done
+  wait
+) &
+(
+  for v in $CONV; do
+    timeout "$(left)" $PY experiments/conv.py --stage train --variants "$v" --chunk "$CHUNK" \
+      --time-budget "$BUDGET" $EXTRA > "runs/logs/conv_$v.log" 2>&1 &
+  done
+  wait
+  if [ "$CONV_EVAL" = 1 ]; then
+    timeout "$(left)" $PY experiments/conv.py --stage eval $EXTRA > runs/logs/conv_eval.log 2>&1
+    rc=$?
+    echo "conv eval exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
+  fi
+) &
 wait
 echo "wall seconds: $(( $(date +%s) - start ))" >> runs/logs/gpu.txt
-tar czf "$OUT/gpu_runs.tar.gz" runs/logs runs/mnist/adam_tuned.json \
-  $(ls runs/mnist/*/best.npz runs/mnist/*/selection.json runs/mnist/*/metrics.jsonl \
-       runs/conv/*/best.npz runs/conv/*/selection.json runs/conv/*/metrics.jsonl 2>/dev/null)
-tail -n 3 runs/logs/*.log
+tar czf "$OUT/gpu_runs.tar.gz" runs/logs $(ls -d runs/mnist*/adam_tuned.json \
+  runs/mnist*/*/best.npz runs/mnist*/*/selection.json runs/mnist*/*/metrics.jsonl \
+  runs/conv*/*/best.npz runs/conv*/*/selection.json runs/conv*/*/metrics.jsonl \
+  runs/conv*/compare/* runs/conv*/plots/* plots/conv.* 2>/dev/null)
+tail -n 4 runs/logs/*.log
 cat runs/logs/gpu.txt

@@ -119,8 +119,14 @@ def meta_train(
     resume: bool,
     checkpoint_every: int,
     given: dict[str, Any] | None = None,
+    init_weights: str | None = None,
 ) -> str:
-    """Runs (or resumes) meta-training into `out`; returns the path of the final weights."""
+    """Runs (or resumes) meta-training into `out`; returns the path of the final weights.
+
+    `init_weights` (a weights file or shipped name) starts a new run from those weights
+    instead of a random theta, with their network config (fine-tuning); a resumed run
+    continues from its checkpoint and ignores it.
+    """
     if outer_steps <= 0:
         raise UsageError(f"--outer-steps={outer_steps} is invalid: must be an integer > 0")
     if checkpoint_every <= 0:
@@ -137,8 +143,18 @@ def meta_train(
         state, config = _resume(ckpt, config, seed, given or {})
         log_status(f"resuming {ckpt} at outer step {int(state.step)}")
     else:
+        if init_weights is not None:
+            config = _config_with_weights(config, init_weights, given or {})
         state = meta_train_init(key, config)
+        if init_weights is not None:
+            theta, _ = transform.resolve_weights(init_weights, None)
+            theta = jax.tree.map(jax.numpy.asarray, theta)
+            opt_state = meta_train_lib.meta_optimizer(config).init(theta)
+            state = state._replace(theta=theta, meta_opt_state=opt_state)
+            log_status(f"starting from the weights {init_weights}")
     info = {"config": config.to_dict(), "seed": seed}
+    if init_weights is not None:
+        info["init_weights"] = init_weights
     step_fn = _jitted_step(config)
     data = data_of(config)
     if jax.device_count() > 1:  # data parallel over tasks, on every local and remote device
@@ -226,6 +242,19 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
 def _jitted_step(config: MetaTrainConfig):
     """One compiled step per config and process, reused by later calls (e.g. in chunks)."""
     return jax.jit(functools.partial(meta_train_step, config=config))
+
+
+def _config_with_weights(config: MetaTrainConfig, weights: str, given: dict[str, Any]):
+    """`config` with the network of `weights`; network flags that contradict it are an error."""
+    _, net = transform.resolve_weights(weights, None)
+    flat = dataclasses.asdict(net)
+    clash = {k: (v, flat[k]) for k, v in given.items() if k in _NET_FLAGS and flat[k] != v}
+    if clash:
+        detail = ", ".join(
+            f"--{k.replace('_', '-')}={a!r} (weights have {b!r})" for k, (a, b) in clash.items()
+        )
+        raise UsageError(f"--init-weights={weights}: network flags contradict its config: {detail}")
+    return dataclasses.replace(config, net=net)
 
 
 def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]):
@@ -494,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from DIR's checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument(
+        "--init-weights", default=None, help="start from these weights (file or shipped name)"
+    )
     p.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process")
@@ -545,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 checkpoint_every=args.checkpoint_every,
                 given=given,
+                init_weights=args.init_weights,
             )
             print(f"wrote {weights}")
         elif args.command == "compare":

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from l2l_opt import cli
+from l2l_opt import checkpoint, cli
 
 TINY = [
     "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
@@ -101,6 +101,24 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_
     assert done.returncode == 0, done.stderr
     assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
     _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
+
+
+def test_init_weights_starts_from_those_weights_with_their_network(reference_run, tmp_path):
+    # One outer step at a tiny meta-learning rate: theta stays where the weights put it.
+    src = reference_run / "weights.npz"
+    l2l("meta-train", "--outer-steps", "1", "--out", str(tmp_path), "--init-weights", str(src),
+        "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
+        "--meta-learning-rate", "1e-12")  # fmt: skip
+    before, after = _weights(src), _weights(tmp_path / "weights.npz")
+    assert before.keys() == after.keys()
+    for k in before:
+        np.testing.assert_allclose(after[k], before[k], rtol=0, atol=1e-9, err_msg=k)
+    info = checkpoint.read_state_info(tmp_path / "checkpoint.npz")
+    assert info["init_weights"] == str(src)
+    assert info["config"]["net"]["hidden_size"] == 4  # the weights' network, not the default
+    proc = l2l("meta-train", "--outer-steps", "1", "--out", str(tmp_path / "b"),
+               "--init-weights", str(src), "--hidden-size", "8", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "--hidden-size=8 (weights have 4)" in proc.stderr
 
 
 def test_existing_run_without_resume_is_refused(reference_run):
