@@ -13,17 +13,22 @@ Prints one JSON line per measurement, then a table. Counts used for the rates:
   meta steps: inner steps per second = B * 20 / seconds.
 Memory-traffic bound of the optimizer step: bytes per coordinate / the device's streaming
 bandwidth, measured in the same run (y = 2x + 1 on a large float32 array: 8 B per element).
-The "bf16 state" row keeps the LSTM state in bfloat16 (320 + 8 B per coordinate).
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
-the process's peak RSS after 10 and after 40 more outer steps (it must not grow). The
-"+remat" row is our meta-step with rematerialised inner steps (`--remat`).
+the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
+Our rows are labelled [matmul] or [elementwise] (the formulation of the LSTM, chosen by
+$L2L_OPT_LSTM_IMPL; users get "auto": elementwise on GPU, matmul elsewhere), ",bf16" (LSTM
+state in bfloat16: 320 + 8 B per coordinate) and ",remat" (rematerialised inner steps).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
+  python experiments/benchmark.py --gpu --only meta   # one half (a fresh process each)
 """
 
 import argparse
+import contextlib
 import functools
+import gc
+import itertools
 import json
 import os
 import resource
@@ -45,6 +50,8 @@ BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
 STATE_BYTES_PER_PARAM = 2 * 2 * 20 * 4
 BF16_BYTES_PER_COORD = 2 * 2 * 20 * 2 * 2 + 8
 
+
+IMPLS = ("matmul", "elementwise")  # the two formulations of l2l_opt.lstm
 
 median_seconds = ref.median_seconds  # the same timing rule for both sides
 
@@ -104,26 +111,42 @@ def emit(rows, row):
     rows.append(row)
 
 
+@contextlib.contextmanager
+def lstm_implementation(impl: str):
+    """Traces inside use `impl` (see `l2l_opt.lstm.implementation`)."""
+    old = os.environ.get("L2L_OPT_LSTM_IMPL")
+    os.environ["L2L_OPT_LSTM_IMPL"] = impl
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["L2L_OPT_LSTM_IMPL"]
+        else:
+            os.environ["L2L_OPT_LSTM_IMPL"] = old
+        gc.collect()
+        jax.clear_caches()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpu", action="store_true", help="GPU sizes")
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--only", choices=["opt_step", "meta"], default=None)
     args = parser.parse_args()
     sizes = [1_000_000, 10_000_000, 50_000_000] if args.gpu else [100_000, 1_000_000]
     mlp_batch, quad_batch = (64, 1024) if args.gpu else (4, 128)
     rows: list[dict] = []
     bandwidth = stream_bandwidth(256_000_000 if args.gpu else 64_000_000)
     print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9}), flush=True)
-    for n in sizes:
+    for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
-        for state_dtype, per_coord in (
-            ("float32", BYTES_PER_COORD),
-            ("bfloat16", BF16_BYTES_PER_COORD),
-        ):
-            ours = ours_opt_step(n, state_dtype)
+        for impl, state_dtype in itertools.product(IMPLS, ("float32", "bfloat16")):
+            per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
+            with lstm_implementation(impl):
+                ours = ours_opt_step(n, state_dtype)
             bound = per_coord * n / bandwidth
             emit(rows, {
-                "workload": "opt_step" + ("" if state_dtype == "float32" else " bf16 state"),
+                "workload": f"opt_step[{impl}" + ("]" if state_dtype == "float32" else ",bf16]"),
                 "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
                 "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
                 "ratio_ours_over_adam": ours / naive["adam_s"],
@@ -132,16 +155,20 @@ def main() -> None:
                 "gbytes_per_s": per_coord * n / ours / 1e9,
                 "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
             })  # fmt: skip
-    for workload, problem, batch, remat in (
-        ("meta_quad", "quadratic", quad_batch, False),
-        ("meta_mlp", "mnist_mlp", mlp_batch, False),
-        ("meta_mlp", "mnist_mlp", mlp_batch, True),
-    ):
-        naive = getattr(ref, workload)(batch)
-        ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
+    meta_rows = [("meta_quad", "quadratic", quad_batch, "matmul", False)]
+    meta_rows += [("meta_mlp", "mnist_mlp", mlp_batch, impl, False) for impl in IMPLS]
+    meta_rows += [("meta_mlp", "mnist_mlp", mlp_batch, "matmul", True)]
+    naive_of = {}
+    for workload, problem, batch, impl, remat in meta_rows if args.only != "opt_step" else []:
+        if workload not in naive_of:
+            naive_of[workload] = getattr(ref, workload)(batch)
+            gc.collect()
+        naive = naive_of[workload]
+        with lstm_implementation(impl):
+            ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
         emit(rows, {
-            "workload": workload + ("+remat" if remat else ""), "batch": batch, "ours_s": ours,
-            "reference_s": naive["meta_step_s"],
+            "workload": f"{workload}[{impl}{',remat' if remat else ''}]", "batch": batch,
+            "ours_s": ours, "reference_s": naive["meta_step_s"],
             "ratio_ours_over_reference": ours / naive["meta_step_s"],
             "ours_inner_steps_per_s": batch * 20 / ours,
             "reference_inner_steps_per_s": naive["inner_steps_per_s"],
@@ -149,7 +176,7 @@ def main() -> None:
         })  # fmt: skip
     print()
     print(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s on {jax.devices()[0].device_kind}")
-    print(f"{'workload':10s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
+    print(f"{'workload':26s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
     for r in rows:
         size = r.get("n", r.get("batch"))
         extra = (
@@ -161,7 +188,7 @@ def main() -> None:
             f"per task-step, RSS {r['peak_rss_after_10_steps'] / 1e9:.2f} -> "
             f"{r['peak_rss_after_50_steps'] / 1e9:.2f} GB"
         )
-        print(f"{r['workload']:10s} {size:>10d} {r['ours_s']:>10.4g} {r['reference_s']:>10.4g} "
+        print(f"{r['workload']:26s} {size:>10d} {r['ours_s']:>10.4g} {r['reference_s']:>10.4g} "
               f"{r['ratio_ours_over_reference']:>9.3f}  {extra}")  # fmt: skip
 
 
