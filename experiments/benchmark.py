@@ -15,9 +15,8 @@ Memory-traffic bound of the optimizer step: bytes per coordinate / the device's 
 bandwidth, measured in the same run (y = 2x + 1 on a large float32 array: 8 B per element).
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
-Our rows are labelled [matmul] or [elementwise] (the formulation of the LSTM, chosen by
-$L2L_OPT_LSTM_IMPL; users get "auto": elementwise on GPU, matmul elsewhere), ",bf16" (LSTM
-state in bfloat16: 320 + 8 B per coordinate) and ",remat" (rematerialised inner steps).
+Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate) and [remat]
+(rematerialised inner steps, `--remat`).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -25,10 +24,8 @@ state in bfloat16: 320 + 8 B per coordinate) and ",remat" (rematerialised inner 
 """
 
 import argparse
-import contextlib
 import functools
 import gc
-import itertools
 import json
 import os
 import resource
@@ -50,8 +47,6 @@ BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
 STATE_BYTES_PER_PARAM = 2 * 2 * 20 * 4
 BF16_BYTES_PER_COORD = 2 * 2 * 20 * 2 * 2 + 8
 
-
-IMPLS = ("matmul", "elementwise")  # the two formulations of l2l_opt.lstm
 
 median_seconds = ref.median_seconds  # the same timing rule for both sides
 
@@ -111,20 +106,10 @@ def emit(rows, row):
     rows.append(row)
 
 
-@contextlib.contextmanager
-def lstm_implementation(impl: str):
-    """Traces inside use `impl` (see `l2l_opt.lstm.implementation`)."""
-    old = os.environ.get("L2L_OPT_LSTM_IMPL")
-    os.environ["L2L_OPT_LSTM_IMPL"] = impl
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["L2L_OPT_LSTM_IMPL"]
-        else:
-            os.environ["L2L_OPT_LSTM_IMPL"] = old
-        gc.collect()
-        jax.clear_caches()
+def release_memory() -> None:
+    """Frees the last workload's buffers and executables before the next one."""
+    gc.collect()
+    jax.clear_caches()
 
 
 def main() -> None:
@@ -140,13 +125,13 @@ def main() -> None:
     print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9}), flush=True)
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
-        for impl, state_dtype in itertools.product(IMPLS, ("float32", "bfloat16")):
+        for state_dtype in ("float32", "bfloat16"):
             per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
-            with lstm_implementation(impl):
-                ours = ours_opt_step(n, state_dtype)
+            ours = ours_opt_step(n, state_dtype)
+            release_memory()
             bound = per_coord * n / bandwidth
             emit(rows, {
-                "workload": f"opt_step[{impl}" + ("]" if state_dtype == "float32" else ",bf16]"),
+                "workload": "opt_step" + ("" if state_dtype == "float32" else "[bf16]"),
                 "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
                 "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
                 "ratio_ours_over_adam": ours / naive["adam_s"],
@@ -155,19 +140,21 @@ def main() -> None:
                 "gbytes_per_s": per_coord * n / ours / 1e9,
                 "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
             })  # fmt: skip
-    meta_rows = [("meta_quad", "quadratic", quad_batch, "matmul", False)]
-    meta_rows += [("meta_mlp", "mnist_mlp", mlp_batch, impl, False) for impl in IMPLS]
-    meta_rows += [("meta_mlp", "mnist_mlp", mlp_batch, "matmul", True)]
+    meta_rows = [
+        ("meta_quad", "quadratic", quad_batch, False),
+        ("meta_mlp", "mnist_mlp", mlp_batch, False),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True),
+    ]
     naive_of = {}
-    for workload, problem, batch, impl, remat in meta_rows if args.only != "opt_step" else []:
-        if workload not in naive_of:
+    for workload, problem, batch, remat in meta_rows if args.only != "opt_step" else []:
+        if workload not in naive_of:  # one reference measurement per workload
             naive_of[workload] = getattr(ref, workload)(batch)
-            gc.collect()
+            release_memory()
         naive = naive_of[workload]
-        with lstm_implementation(impl):
-            ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
+        ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
+        release_memory()
         emit(rows, {
-            "workload": f"{workload}[{impl}{',remat' if remat else ''}]", "batch": batch,
+            "workload": workload + ("[remat]" if remat else ""), "batch": batch,
             "ours_s": ours, "reference_s": naive["meta_step_s"],
             "ratio_ours_over_reference": ours / naive["meta_step_s"],
             "ours_inner_steps_per_s": batch * 20 / ours,

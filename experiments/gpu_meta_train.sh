@@ -3,7 +3,8 @@
 # GPU benchmark, on one lent GPU. Every variant trains in its own process for at most BUDGET
 # seconds, selecting its checkpoint on validation instances; the whole script stops by
 # DEADLINE seconds. Everything needed afterwards (best weights, selection records, metrics,
-# logs, the benchmark's output, conv results) is packed into $OUT/gpu_runs.tar.gz.
+# logs, the benchmark's output, conv results; not the large training checkpoints) is packed
+# into $OUT/gpu_runs.tar.gz.
 #
 # Usage (device machine, repo root; .whl holds the dm-haiku and jmp wheels):
 #   bash experiments/gpu_meta_train.sh                      # everything, from scratch
@@ -75,7 +76,6 @@ echo "wall seconds: $(( $(date +%s) - start ))" >> runs/logs/gpu.txt
 tar czf "$OUT/gpu_runs.tar.gz" runs/logs $(ls -d runs/mnist*/adam_tuned.json \
   runs/mnist*/*/best.npz runs/mnist*/*/selection.json runs/mnist*/*/metrics.jsonl \
   runs/conv*/*/best.npz runs/conv*/*/selection.json runs/conv*/*/metrics.jsonl \
-  runs/conv*/*/checkpoint.npz \
   runs/conv*/compare/* runs/conv*/plots/* plots/conv.* 2>/dev/null)
 tail -n 4 runs/logs/*.log
 cat runs/logs/gpu.txt

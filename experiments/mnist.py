@@ -1,8 +1,10 @@
 """The paper's MNIST experiment (Figure 2 and Figure 4 left): MLP 784-20-10, sigmoid.
 
-Meta-trains learned optimizers on the MNIST MLP (unroll 20, horizon 100), selects each
-run's checkpoint and the winning variant on validation instances, then compares with tuned
-SGD, NAG, RMSprop and Adam on held-out test instances at 100 and 200 steps.
+Meta-trains learned optimizers on the MNIST MLP (unroll 20, horizon 100; two variants then
+fine-tune one of them on horizons of 200), selects each run's checkpoint on validation
+instances at its horizon and the winning variant on validation instances at 100 and 200
+steps, then compares with tuned SGD, NAG, RMSprop and Adam on held-out test instances at 100
+and 200 steps.
 
   python experiments/mnist.py --quick          # small CPU version, a few minutes
   python experiments/mnist.py                  # full version (GPU: minutes; CPU: hours)

@@ -72,8 +72,14 @@ def main() -> None:
         for label, results in gen["rows"].items():
             print(row(f"MNIST, {label} ({results['steps']})", results))
     conv = load("conv.json")
+    labels = {"shared": "one shared LSTM", "conv_fc": "separate conv / fc LSTMs"}
     if conv:
-        print(row(f"MNIST conv, shared LSTM ({conv['results']['steps']})", conv["results"]))
+        results = conv["results"]
+        for name in results["optimizers"]:
+            if name.startswith("lstm:"):
+                variant = name.split(":", 1)[1]
+                label = f"MNIST conv, {labels.get(variant, variant)} ({results['steps']})"
+                print(row(label, results, name))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The coordinatewise deep LSTM: one set of weights, one (h, c) state per coordinate."""
 
 import functools
-import os
 
 import haiku as hk
 import jax
@@ -80,90 +79,8 @@ def apply(
 def apply_features(
     theta: hk.Params, feats_NxF: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
 ) -> tuple[jax.Array, LSTMCoreState]:
-    """One network step on ready features: ``(update_N, state)``.
-
-    Runs the Haiku network, or its elementwise formulation (same math and parameters, see
-    `apply_elementwise`) when `implementation()` says so.
-    """
-    if implementation() == "elementwise":
-        return apply_elementwise(theta, feats_NxF, state, config)
+    """One network step on ready features: ``(update_N, state)``."""
     return network(config).apply(theta, feats_NxF, state)
-
-
-IMPLEMENTATIONS = ("auto", "matmul", "elementwise")
-
-
-def implementation() -> str:
-    """``"matmul"`` or ``"elementwise"``: how `apply_features` computes, read at trace time.
-
-    ``$L2L_OPT_LSTM_IMPL`` chooses; ``auto`` (the default) picks ``elementwise`` on GPU,
-    where it is faster (experiments/benchmark.py), and ``matmul`` elsewhere.
-    """
-    choice = os.environ.get("L2L_OPT_LSTM_IMPL", "auto")
-    if choice not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"L2L_OPT_LSTM_IMPL={choice!r} is invalid: must be one of {IMPLEMENTATIONS}"
-        )
-    if choice == "auto":
-        return "elementwise" if jax.default_backend() == "gpu" else "matmul"
-    return choice
-
-
-def _dense_elementwise(x_NxK: jax.Array, w_KxG: jax.Array, b_G: jax.Array | None) -> jax.Array:
-    """``x @ w + b`` as K broadcast multiply-adds, so that the compiler fuses it with what
-    follows into one loop over coordinates and the ``[N, G]`` product never goes to memory."""
-    acc = jnp.zeros((), x_NxK.dtype) if b_G is None else b_G
-    for k in range(x_NxK.shape[1]):
-        acc = acc + x_NxK[:, k : k + 1] * w_KxG[k]
-    return acc
-
-
-def _forward_elementwise(theta, feats_NxF, state, config):
-    x_NxH, new_state = feats_NxF, []
-    size = config.hidden_size
-    for i, layer_state in enumerate(state):
-        w, b = theta[f"lstm_{i}/linear"]["w"], theta[f"lstm_{i}/linear"]["b"]
-        xh = jnp.concatenate([x_NxH, layer_state.hidden], axis=-1)
-        # hk.LSTM's gates, in its order: input, cell, forget (bias +1), output.
-        i_, g, f, o = (
-            _dense_elementwise(xh, w[:, j * size : (j + 1) * size], b[j * size : (j + 1) * size])
-            for j in range(4)
-        )
-        c = jax.nn.sigmoid(f + 1) * layer_state.cell + jax.nn.sigmoid(i_) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        # Materialise (h, c) once: the next layer reads every unit of h per coordinate.
-        h, c = jax.lax.optimization_barrier((h, c))
-        new_state.append(hk.LSTMState(hidden=h, cell=c))
-        x_NxH = h
-    out_N = _dense_elementwise(x_NxH, theta["head"]["w"], theta["head"]["b"])[:, 0]
-    if config.skip_init is not None:
-        out_N = out_N + _dense_elementwise(feats_NxF, theta["skip"]["w"], None)[:, 0]
-    return out_N * config.output_scale, tuple(new_state)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def apply_elementwise(
-    theta: hk.Params, feats_NxF: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
-) -> tuple[jax.Array, LSTMCoreState]:
-    """`apply_features`' math without matrix products: for hidden size H, each gate is
-    ``b + sum_k [x, h]_k w_k`` over the 2 + H (or 2H) inputs, written as multiply-adds.
-
-    The backward pass is the Haiku network's own (recomputed from the inputs), so
-    meta-gradients are those of the plain path.
-    """
-    return _forward_elementwise(theta, feats_NxF, state, config)
-
-
-def _elementwise_fwd(theta, feats_NxF, state, config):
-    return _forward_elementwise(theta, feats_NxF, state, config), (theta, feats_NxF, state)
-
-
-def _elementwise_bwd(config, residuals, cotangent):
-    _, vjp = jax.vjp(network(config).apply, *residuals)
-    return vjp(cotangent)
-
-
-apply_elementwise.defvjp(_elementwise_fwd, _elementwise_bwd)
 
 
 @functools.cache

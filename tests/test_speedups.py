@@ -3,9 +3,7 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import l2l_opt
 import problems
@@ -72,68 +70,3 @@ def test_bfloat16_state_halves_state_memory():
         a.nbytes for a in jax.tree.leaves(l2l_opt.learned_opt(theta, config=cfg).init(params))
     )
     assert size(LSTMOptConfig(state_dtype="bfloat16")) * 2 <= size(LSTMOptConfig()) + 16
-
-
-ELEMENTWISE_CONFIGS = [
-    LSTMOptConfig(),
-    TINY_NET,
-    LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros"),
-]
-
-
-def _random_inputs(config, key, n=37):
-    k_theta, k_feats, k_state = jax.random.split(key, 3)
-    theta = lstm.init_theta(k_theta, config)
-    theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
-    num_features = 2  # log_sign and adam both give two features per coordinate
-    feats = jax.random.normal(k_feats, (n, num_features))
-    state = jax.tree.map(
-        lambda z: jax.random.normal(k_state, z.shape), lstm.initial_state(config, n)
-    )
-    return theta, feats, state
-
-
-@pytest.mark.parametrize("config", ELEMENTWISE_CONFIGS)
-def test_elementwise_lstm_equals_the_haiku_network(config):
-    """Tolerance: 1e-5 relative, 1e-6 absolute (float32 sums in another order), for outputs
-    and gradients (the backward pass is the network's own, at cotangents that differ only
-    by that rounding)."""
-    theta, feats, state = _random_inputs(config, jax.random.PRNGKey(3))
-    plain = jax.jit(lstm.network(config).apply)(theta, feats, state)
-    fast = jax.jit(functools.partial(lstm.apply_elementwise, config=config))(theta, feats, state)
-    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(fast), strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-
-    def loss(apply, theta, feats, state):
-        update, new_state = apply(theta, feats, state)
-        return jnp.sum(update**2) + sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(new_state))
-
-    grads = [
-        jax.jit(jax.grad(functools.partial(loss, f), argnums=(0, 1, 2)))(theta, feats, state)
-        for f in (lstm.network(config).apply, lambda *a: lstm.apply_elementwise(*a, config))
-    ]
-    for a, b in zip(*map(jax.tree.leaves, grads), strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-
-
-def test_elementwise_implementation_gives_the_same_optimizer(monkeypatch):
-    """Through learned_opt, jit and vmap over instances: 30 steps of the MNIST MLP agree to
-    1e-4 relative (float32 rounding differences, amplified by the optimizee)."""
-    problem = problems.get("mnist_mlp")
-    opt = l2l_opt.learned_opt()  # the shipped default: adam features, skip path
-    keys = evaluate.instance_keys(0, evaluate.TEST_STREAM, 2)
-
-    def curves(impl):
-        monkeypatch.setenv("L2L_OPT_LSTM_IMPL", impl)
-        run = jax.jit(lambda k, d: evaluate.loss_curves(problem, opt, k, 30, d))
-        return np.asarray(run(keys, problem.data))
-
-    np.testing.assert_allclose(curves("elementwise"), curves("matmul"), rtol=1e-4)
-
-
-def test_lstm_implementation_choice(monkeypatch):
-    monkeypatch.setenv("L2L_OPT_LSTM_IMPL", "auto")
-    assert lstm.implementation() == ("elementwise" if jax.default_backend() == "gpu" else "matmul")
-    monkeypatch.setenv("L2L_OPT_LSTM_IMPL", "fused")
-    with pytest.raises(ValueError, match="L2L_OPT_LSTM_IMPL='fused' is invalid"):
-        lstm.implementation()

@@ -12,7 +12,7 @@ from l2l_opt.config import LSTMOptConfig
 DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "mnist": "f236da55ee5a79596e221cca05d48c8ad18f3f2cccfe79909ef32375fefb0aa5",
+    "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
     "quadratic": "3e63d5480443d666b0ebc6e830dee64400f4e4e24d26b05e6dc80a8c5b230579",
 }
 
