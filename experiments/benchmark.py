@@ -15,8 +15,9 @@ Memory-traffic bound of the optimizer step: bytes per coordinate / the device's 
 bandwidth, measured in the same run (y = 2x + 1 on a large float32 array: 8 B per element).
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
-Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate) and [remat]
-(rematerialised inner steps, `--remat`).
+Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [remat]
+(rematerialised inner steps, `--remat`) and [no blocks] (the step without the CPU's blocks of
+coordinates, `l2l_opt.lstm.default_chunk`; on GPU there are none, so the rows are the same).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -30,6 +31,7 @@ import json
 import os
 import resource
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 import naive_reference as ref  # noqa: E402
 
 import l2l_opt  # noqa: E402
-from l2l_opt import meta_train  # noqa: E402
+from l2l_opt import lstm, meta_train  # noqa: E402
 
 FLOPS_PER_COORD = 2 * (22 * 80 + 40 * 80) + 2 * 20 + 2 * 80 * 6
 BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
@@ -125,13 +127,17 @@ def main() -> None:
     print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9}), flush=True)
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
-        for state_dtype in ("float32", "bfloat16"):
+        for state_dtype, blocks in (("float32", True), ("float32", False), ("bfloat16", True)):
             per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
-            ours = ours_opt_step(n, state_dtype)
+            with mock.patch.object(
+                lstm, "default_chunk", lstm.default_chunk if blocks else lambda: 0
+            ):
+                ours = ours_opt_step(n, state_dtype)
             release_memory()
             bound = per_coord * n / bandwidth
+            label = "" if state_dtype == "float32" else "[bf16]"
             emit(rows, {
-                "workload": "opt_step" + ("" if state_dtype == "float32" else "[bf16]"),
+                "workload": "opt_step" + (label if blocks else "[no blocks]"),
                 "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
                 "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
                 "ratio_ours_over_adam": ours / naive["adam_s"],

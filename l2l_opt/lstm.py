@@ -77,10 +77,44 @@ def apply(
 
 
 def apply_features(
-    theta: hk.Params, feats_NxF: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
+    theta: hk.Params,
+    feats_NxF: jax.Array,
+    state: LSTMCoreState,
+    config: LSTMOptConfig,
+    chunk: int | None = None,
 ) -> tuple[jax.Array, LSTMCoreState]:
-    """One network step on ready features: ``(update_N, state)``."""
-    return network(config).apply(theta, feats_NxF, state)
+    """One network step on ready features: ``(update_N, state)``.
+
+    Large inputs (more than ``16 * chunk`` coordinates; `chunk` defaults to
+    `default_chunk()`) go through the network in blocks of `chunk` coordinates, one after
+    another, so that each block's ``[chunk, 4H]`` gates stay in cache instead of going to
+    memory. Every coordinate is computed by the same operations, so the results are the same.
+    """
+    apply = network(config).apply
+    n = feats_NxF.shape[0]
+    chunk = default_chunk() if chunk is None else chunk
+    if not chunk or n <= 16 * chunk:
+        return apply(theta, feats_NxF, state)
+
+    # Block i covers [start, start + chunk) with start = min(i * chunk, n - chunk): the last
+    # block overlaps the one before and rewrites its coordinates with the same values.
+    def block(i, out):
+        start = jnp.minimum(i * chunk, n - chunk)
+        take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk)
+        done = apply(theta, take(feats_NxF), jax.tree.map(take, state))
+        put = lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, 0)
+        return jax.tree.map(put, out, done)
+
+    u_1, state_1 = jax.eval_shape(apply, theta, feats_NxF[:1], jax.tree.map(lambda a: a[:1], state))
+    cast = lambda a, like: a.astype(like.dtype)
+    out = (jnp.zeros((n,), u_1.dtype), jax.tree.map(cast, state, state_1))
+    return jax.lax.fori_loop(0, -(-n // chunk), block, out)
+
+
+def default_chunk() -> int:
+    """Coordinates per block: 4096 on CPU (a block's gates fit in L2; experiments/benchmark.py
+    measured blocks 1.3x to 1.4x faster at 100k and 1M coordinates), 0 (no blocks) elsewhere."""
+    return 4096 if jax.default_backend() == "cpu" else 0
 
 
 @functools.cache

@@ -3,7 +3,9 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import l2l_opt
 import problems
@@ -70,3 +72,72 @@ def test_bfloat16_state_halves_state_memory():
         a.nbytes for a in jax.tree.leaves(l2l_opt.learned_opt(theta, config=cfg).init(params))
     )
     assert size(LSTMOptConfig(state_dtype="bfloat16")) * 2 <= size(LSTMOptConfig()) + 16
+
+
+@pytest.mark.parametrize("n", [1000, 1025, 1280, 2049])
+@pytest.mark.parametrize(
+    "config",
+    [
+        TINY_NET,
+        LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros"),
+    ],
+)
+def test_blocks_of_coordinates_give_the_same_step(n, config):
+    """Tolerance: 1e-6 relative, 1e-7 absolute (matrix products of another size may sum in
+    another order); gradients 1e-5 relative, 1e-6 of the largest entry. n = 1000 stays in one
+    piece (n <= 16 * 64); 1025 and 2049 end with an overlapping block; 1280 is 20 blocks."""
+    k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(n), 3)
+    theta = lstm.init_theta(k_theta, config)
+    theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
+    feats = jax.random.normal(k_feats, (n, 2))
+    state = jax.tree.map(
+        lambda z: jax.random.normal(k_state, z.shape), lstm.initial_state(config, n)
+    )
+
+    def step(chunk, theta, feats, state):
+        return lstm.apply_features(theta, feats, state, config, chunk=chunk)
+
+    plain = jax.jit(functools.partial(step, 0))(theta, feats, state)
+    blocks = jax.jit(functools.partial(step, 64))(theta, feats, state)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(blocks), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+    # The same gradients through the blocks, also under vmap (two copies of the input).
+    def loss(chunk, theta, feats, state):
+        update, new_state = jax.vmap(functools.partial(step, chunk, theta))(feats, state)
+        return jnp.sum(update**2) + sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(new_state))
+
+    twice = lambda tree: jax.tree.map(lambda a: jnp.stack([a, -a]), tree)
+    grads = [
+        jax.jit(jax.grad(functools.partial(loss, chunk)))(theta, twice(feats), twice(state))
+        for chunk in (0, 64)
+    ]
+    for a, b in zip(*map(jax.tree.leaves, grads), strict=True):  # sums over all coordinates
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.max(np.abs(a)))
+
+
+def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypatch):
+    """Tolerance: 1e-6 relative over 3 steps of a 70,001-coordinate leaf (> 16 x 4096)."""
+    params = {"w": jnp.zeros((70_001,)), "b": jnp.zeros((3,))}
+    grads = [
+        jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.PRNGKey(i), p.shape), params)
+        for i in range(3)
+    ]
+
+    def run():
+        tx = l2l_opt.learned_opt()
+        state, out = tx.init(params), []
+        step = jax.jit(tx.update)
+        for g in grads:
+            updates, state = step(g, state, params)
+            out.append(updates)
+        return out
+
+    if jax.default_backend() == "cpu":
+        assert lstm.default_chunk() == 4096
+    blocked = run()
+    monkeypatch.setattr(lstm, "default_chunk", lambda: 0)
+    plain = run()
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(blocked), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
