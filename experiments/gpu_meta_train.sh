@@ -16,6 +16,9 @@
 #   CONV=...        conv variants trained in parallel (default: shared conv_fc)
 #   CONV_EVAL=1     then evaluate the conv variants on the GPU
 #   BUDGET, CHUNK, DEADLINE, EXTRA (flags added to every experiment, e.g. --quick)
+#   EXTRA=--remat   on GPUs with less memory than an H200: without it each 64-task MNIST run
+#                   needs about 42 GB and the parallel runs do not fit (the fine-tunes always
+#                   use --remat); the shipped weights were trained without it
 set -u
 PY=${PY:-python3}
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
