@@ -250,11 +250,16 @@ def _config_with_weights(config: MetaTrainConfig, weights: str, given: dict[str,
     flat = dataclasses.asdict(net)
     clash = {k: (v, flat[k]) for k, v in given.items() if k in _NET_FLAGS and flat[k] != v}
     if clash:
-        detail = ", ".join(
-            f"--{k.replace('_', '-')}={a!r} (weights have {b!r})" for k, (a, b) in clash.items()
-        )
+        detail = _clash_detail(clash, "weights have")
         raise UsageError(f"--init-weights={weights}: network flags contradict its config: {detail}")
     return dataclasses.replace(config, net=net)
+
+
+def _clash_detail(clash: dict[str, tuple[Any, Any]], owner: str) -> str:
+    """``--flag=given (<owner> saved)`` for each ``flag: (given, saved)``."""
+    return ", ".join(
+        f"--{k.replace('_', '-')}={a!r} ({owner} {b!r})" for k, (a, b) in clash.items()
+    )
 
 
 def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]):
@@ -269,9 +274,7 @@ def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]
     if clash or info.get("seed") != seed:
         if info.get("seed") != seed:
             clash["seed"] = (seed, info.get("seed"))
-        detail = ", ".join(
-            f"--{k.replace('_', '-')}={a!r} (run has {b!r})" for k, (a, b) in clash.items()
-        )
+        detail = _clash_detail(clash, "run has")
         raise UsageError(f"cannot resume {ckpt} with different settings: {detail}")
     shapes = jax.eval_shape(functools.partial(meta_train_init, config=saved), jax.random.PRNGKey(0))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
