@@ -15,9 +15,10 @@ Memory-traffic bound of the optimizer step: bytes per coordinate / the device's 
 bandwidth, measured in the same run (y = 2x + 1 on a large float32 array: 8 B per element).
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
-Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [remat]
-(rematerialised inner steps, `--remat`) and [no blocks] (the step without the CPU's blocks of
-coordinates, `l2l_opt.lstm.default_chunk`; on GPU there are none, so the rows are the same).
+Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
+(meta-training without rematerialised inner steps, `--no-remat`) and [no blocks] (the step
+without the CPU's blocks of coordinates, `l2l_opt.lstm.default_chunk`; on GPU there are
+none, so the rows are the same).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -75,7 +76,7 @@ def ours_opt_step(n: int, state_dtype: str = "float32") -> float:
     return median_seconds(step, params, g, tx.init(params))
 
 
-def ours_meta_step(problem: str, batch: int, reps: int, remat: bool = False) -> tuple[float, dict]:
+def ours_meta_step(problem: str, batch: int, reps: int, remat: bool = True) -> tuple[float, dict]:
     config = l2l_opt.MetaTrainConfig(
         problem=problem, num_tasks=batch, unroll_length=20, remat=remat
     )
@@ -147,9 +148,10 @@ def main() -> None:
                 "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
             })  # fmt: skip
     meta_rows = [
+        ("meta_quad", "quadratic", quad_batch, True),
         ("meta_quad", "quadratic", quad_batch, False),
-        ("meta_mlp", "mnist_mlp", mlp_batch, False),
         ("meta_mlp", "mnist_mlp", mlp_batch, True),
+        ("meta_mlp", "mnist_mlp", mlp_batch, False),
     ]
     naive_of = {}
     for workload, problem, batch, remat in meta_rows if args.only != "opt_step" else []:
@@ -160,7 +162,7 @@ def main() -> None:
         ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
         release_memory()
         emit(rows, {
-            "workload": workload + ("[remat]" if remat else ""), "batch": batch,
+            "workload": workload + ("" if remat else "[no remat]"), "batch": batch,
             "ours_s": ours, "reference_s": naive["meta_step_s"],
             "ratio_ours_over_reference": ours / naive["meta_step_s"],
             "ours_inner_steps_per_s": batch * 20 / ours,

@@ -29,7 +29,7 @@ class Settings:
     num_test: int = 10
     steps: int = 100
     time_budget: float | None = None
-    remat: bool = False
+    remat: bool = True
     problem: str = "mnist_conv"
 
 
@@ -54,7 +54,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
     parser.add_argument(
-        "--remat", action="store_true", help="rematerialise inner steps (less memory)"
+        "--remat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rematerialise inner steps (less memory; default on)",
     )
     parser.add_argument("--time-budget", type=float, default=None)
     parser.add_argument("--num-val", type=int, default=None, help="override for evaluation")

@@ -40,7 +40,7 @@ class Settings:
     num_test: int = 20
     horizons: tuple[int, ...] = (100, 200)
     time_budget: float | None = None
-    remat: bool = False
+    remat: bool = True
 
 
 FULL = Settings()
@@ -181,7 +181,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
     parser.add_argument(
-        "--remat", action="store_true", help="rematerialise inner steps (less memory)"
+        "--remat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rematerialise inner steps (less memory; default on)",
     )
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per variant")
     args = parser.parse_args()

@@ -17,7 +17,9 @@ from .conftest import TINY_NET
 
 def test_remat_gives_the_same_meta_gradient_with_less_memory():
     """Tolerance: 1e-6 relative (recomputation reorders nothing, so it is ~exact)."""
-    base = l2l_opt.MetaTrainConfig(num_tasks=4, unroll_length=10, horizon=20, net=TINY_NET)
+    base = l2l_opt.MetaTrainConfig(
+        num_tasks=4, unroll_length=10, horizon=20, net=TINY_NET, remat=False
+    )
     remat = l2l_opt.MetaTrainConfig(
         num_tasks=4, unroll_length=10, horizon=20, net=TINY_NET, remat=True
     )

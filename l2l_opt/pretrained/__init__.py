@@ -13,7 +13,7 @@ DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "3e63d5480443d666b0ebc6e830dee64400f4e4e24d26b05e6dc80a8c5b230579",
+    "quadratic": "38df11586158c361be19b26a660d5c2f1eaeb1d43adb697381871e7cfc9f4297",
 }
 
 
