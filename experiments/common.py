@@ -1,5 +1,7 @@
 """Shared steps of the experiment scripts: meta-train with validation selection, compare."""
 
+import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -86,6 +88,26 @@ def train_with_selection(
     with open(record_path, "w") as f:
         json.dump(record, f, indent=1)
     return record
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The meta-training flags shared by the experiment scripts (see `apply_training_flags`)."""
+    parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
+    parser.add_argument(
+        "--remat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rematerialise inner steps (less memory; default on)",
+    )
+    parser.add_argument("--time-budget", type=float, default=None, help="seconds per variant")
+
+
+def apply_training_flags(settings: Any, args: argparse.Namespace) -> Any:
+    """`settings` (a dataclass with chunk, remat and time_budget) with those flags applied."""
+    settings = dataclasses.replace(settings, time_budget=args.time_budget, remat=args.remat)
+    if args.chunk:
+        settings = dataclasses.replace(settings, chunk=args.chunk)
+    return settings
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -52,22 +52,11 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--plots", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
-    parser.add_argument(
-        "--remat",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="rematerialise inner steps (less memory; default on)",
-    )
-    parser.add_argument("--time-budget", type=float, default=None)
+    common.add_training_flags(parser)
     parser.add_argument("--num-val", type=int, default=None, help="override for evaluation")
     parser.add_argument("--num-test", type=int, default=None, help="override for evaluation")
     args = parser.parse_args()
-    settings = dataclasses.replace(
-        QUICK if args.quick else FULL, time_budget=args.time_budget, remat=args.remat
-    )
-    if args.chunk:
-        settings = dataclasses.replace(settings, chunk=args.chunk)
+    settings = common.apply_training_flags(QUICK if args.quick else FULL, args)
     for field in ("num_val", "num_test"):
         if getattr(args, field):
             settings = dataclasses.replace(settings, **{field: getattr(args, field)})

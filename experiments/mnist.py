@@ -179,19 +179,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="default runs/mnist or runs/mnist_quick")
     parser.add_argument("--plots", default=None, help="default plots/ (quick: the run dir)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk", type=int, default=None, help="outer steps between validations")
-    parser.add_argument(
-        "--remat",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="rematerialise inner steps (less memory; default on)",
-    )
-    parser.add_argument("--time-budget", type=float, default=None, help="seconds per variant")
+    common.add_training_flags(parser)
     args = parser.parse_args()
-    settings = QUICK if args.quick else FULL
-    settings = dataclasses.replace(settings, time_budget=args.time_budget, remat=args.remat)
-    if args.chunk:
-        settings = dataclasses.replace(settings, chunk=args.chunk)
+    settings = common.apply_training_flags(QUICK if args.quick else FULL, args)
     out = args.out or ("runs/mnist_quick" if args.quick else "runs/mnist")
     plots = args.plots or (os.path.join(out, "plots") if args.quick else "plots")
     names = [n for n in args.variants.split(",") if n]
