@@ -10,7 +10,8 @@ from jax.typing import ArrayLike
 from l2l_opt import preprocessing
 from l2l_opt.config import LSTMOptConfig
 
-# Per coordinate: one hk.LSTMState([N, H], [N, H]) for each layer.
+# One hk.LSTMState([H, N], [H, N]) per layer: coordinates last, so that each gate is a
+# contiguous [H, N] block (see `_lstm_columns`).
 LSTMCoreState = tuple[hk.LSTMState, ...]
 
 
@@ -39,15 +40,18 @@ def _forward(
 def network(config: LSTMOptConfig) -> hk.Transformed:
     """The Haiku network for `config`: ``init(key, feats_NxF, state)``, ``apply(theta, ...)``.
 
-    ``apply(theta, feats_NxF, state)`` returns ``(update_N, new_state)``. Cached per
-    config, so every caller shares the same pure functions.
+    It defines the network and its parameters, on coordinates as rows (feats ``[N, F]``,
+    state ``[N, H]``); ``apply(theta, feats_NxF, state)`` returns ``(update_N, new_state)``.
+    The optimizer runs the same weights coordinates last (`apply_features`), and
+    `apply_reference` is this network on that layout. Cached per config, so every caller
+    shares the same pure functions.
     """
     return hk.without_apply_rng(hk.transform(functools.partial(_forward, config=config)))
 
 
 def initial_state(config: LSTMOptConfig, n: int, dtype=jnp.float32) -> LSTMCoreState:
-    """Zero (h, c) for `n` coordinates, one `hk.LSTMState` per layer."""
-    z = jnp.zeros((n, config.hidden_size), dtype)
+    """Zero (h, c) for `n` coordinates, one `hk.LSTMState` of ``[H, n]`` arrays per layer."""
+    z = jnp.zeros((config.hidden_size, n), dtype)
     return tuple(hk.LSTMState(hidden=z, cell=z) for _ in range(config.num_layers))
 
 
@@ -61,7 +65,8 @@ def init_theta(key: ArrayLike, config: LSTMOptConfig) -> hk.Params:
         keys = jax.random.split(key, len(config.groups()))
         return {g: init_theta(k, inner) for g, k in zip(config.groups(), keys, strict=True)}
     feats = jnp.zeros((1, preprocessing.NUM_FEATURES[config.preprocessing]), jnp.float32)
-    return network(config).init(key, feats, initial_state(config, 1))
+    rows = tuple(hk.LSTMState(s.hidden.T, s.cell.T) for s in initial_state(config, 1))
+    return network(config).init(key, feats, rows)
 
 
 def apply(
@@ -76,45 +81,95 @@ def apply(
     return apply_features(theta, feats, state, config)
 
 
+def _lstm_columns(
+    params: dict, x_FxN: jax.Array, state: hk.LSTMState
+) -> tuple[jax.Array, hk.LSTMState]:
+    r"""`hk.LSTM.__call__` with coordinates last: the same weights ``w [F + H, 4H]``, ``b [4H]``.
+
+    .. math::
+      (i, g, f, o) = W^\top [x; h] + b, \quad
+      c' = \sigma(f + 1) c + \sigma(i) \tanh(g), \quad h' = \sigma(o) \tanh(c')
+
+    Each gate is a contiguous ``[H, N]`` block, so every elementwise operation runs along
+    the coordinates in full vector registers.
+    """
+    z = params["w"].T @ jnp.concatenate([x_FxN, state.hidden]) + params["b"][:, None]
+    i, g, f, o = jnp.split(z, 4)
+    c = jax.nn.sigmoid(f + 1) * state.cell + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h, hk.LSTMState(h, c)
+
+
+def _forward_columns(
+    theta: hk.Params, feats_FxN: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
+) -> tuple[jax.Array, LSTMCoreState]:
+    """`network(config).apply` on coordinates-last arrays (feats ``[F, N]``, state ``[H, N]``)."""
+    x = feats_FxN
+    new_state = []
+    for i, layer_state in enumerate(state):
+        x, s = _lstm_columns(theta[f"lstm_{i}/linear"], x, layer_state)
+        new_state.append(s)
+    out_N = theta["head"]["w"][:, 0] @ x + theta["head"]["b"][0]
+    if config.skip_init is not None:
+        out_N = out_N + theta["skip"]["w"][:, 0] @ feats_FxN
+    return out_N * config.output_scale, tuple(new_state)
+
+
+def apply_reference(
+    theta: hk.Params, feats_FxN: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
+) -> tuple[jax.Array, LSTMCoreState]:
+    """The plain path: `network(config)` (``hk.LSTM`` cores) on transposed arrays.
+
+    Same arguments and results as `apply_features`; the tests hold the two equal.
+    """
+    rows = lambda st: tuple(hk.LSTMState(s.hidden.T, s.cell.T) for s in st)
+    u_N, new_rows = network(config).apply(theta, feats_FxN.T, rows(state))
+    return u_N, rows(new_rows)
+
+
 def apply_features(
     theta: hk.Params,
-    feats_NxF: jax.Array,
+    feats_FxN: jax.Array,
     state: LSTMCoreState,
     config: LSTMOptConfig,
     chunk: int | None = None,
 ) -> tuple[jax.Array, LSTMCoreState]:
-    """One network step on ready features: ``(update_N, state)``.
+    """One network step on ready features ``[F, N]`` and state ``[H, N]``: ``(update_N, state)``.
 
-    Large inputs (more than ``16 * chunk`` coordinates; `chunk` defaults to
-    `default_chunk()`) go through the network in blocks of `chunk` coordinates, one after
-    another, so that each block's ``[chunk, 4H]`` gates stay in cache instead of going to
-    memory. Every coordinate is computed by the same operations, so the results are the same.
+    Computes `network(config)` with coordinates last (`_lstm_columns`). Large inputs (more
+    than ``16 * chunk`` coordinates; `chunk` defaults to `default_chunk()`) go through the
+    network in blocks of `chunk` coordinates, one after another, so that each block's
+    ``[4H, chunk]`` gates stay in cache instead of going to memory. Every coordinate is
+    computed by the same operations, so the results are the same.
     """
-    apply = network(config).apply
-    n = feats_NxF.shape[0]
+    apply = functools.partial(_forward_columns, config=config)
+    n = feats_FxN.shape[-1]
     chunk = default_chunk() if chunk is None else chunk
     if not chunk or n <= 16 * chunk:
-        return apply(theta, feats_NxF, state)
+        return apply(theta, feats_FxN, state)
 
     # Block i covers [start, start + chunk) with start = min(i * chunk, n - chunk): the last
     # block overlaps the one before and rewrites its coordinates with the same values.
     def block(i, out):
         start = jnp.minimum(i * chunk, n - chunk)
-        take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk)
-        done = apply(theta, take(feats_NxF), jax.tree.map(take, state))
-        put = lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, 0)
+        take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=-1)
+        done = apply(theta, take(feats_FxN), jax.tree.map(take, state))
+        put = lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, -1)
         return jax.tree.map(put, out, done)
 
-    u_1, state_1 = jax.eval_shape(apply, theta, feats_NxF[:1], jax.tree.map(lambda a: a[:1], state))
-    cast = lambda a, like: a.astype(like.dtype)
-    out = (jnp.zeros((n,), u_1.dtype), jax.tree.map(cast, state, state_1))
+    one = lambda a: a[..., :1]
+    u_1, state_1 = jax.eval_shape(apply, theta, one(feats_FxN), jax.tree.map(one, state))
+    # Fresh output buffers: starting from `state` itself would make XLA copy all of it first,
+    # since the blocks still read it.
+    empty = lambda a, like: jnp.zeros(a.shape, like.dtype)
+    out = (jnp.zeros((n,), u_1.dtype), jax.tree.map(empty, state, state_1))
     return jax.lax.fori_loop(0, -(-n // chunk), block, out)
 
 
 def default_chunk() -> int:
-    """Coordinates per block: 4096 on CPU (a block's gates fit in L2; experiments/benchmark.py
+    """Coordinates per block: 8192 on CPU (a block's gates fit in L2; experiments/benchmark.py
     measured blocks 1.3x to 1.4x faster at 100k and 1M coordinates), 0 (no blocks) elsewhere."""
-    return 4096 if jax.default_backend() == "cpu" else 0
+    return 8192 if jax.default_backend() == "cpu" else 0
 
 
 @functools.cache

@@ -1,21 +1,25 @@
-"""Gradient preprocessing: per-coordinate gradients to LSTM input features."""
+"""Gradient preprocessing: per-coordinate gradients to LSTM input features.
+
+Features are laid out coordinates last, ``[F, N]``, like the LSTM state (see
+`l2l_opt.lstm`).
+"""
 
 import jax
 import jax.numpy as jnp
 
 
 def identity(g_N: jax.Array, p: float = 10.0) -> jax.Array:
-    """Feeds the raw gradient: :math:`x = g`, shape ``[N] -> [N, 1]``.
+    """Feeds the raw gradient: :math:`x = g`, shape ``[N] -> [1, N]``.
 
     Args:
       g_N: flat gradient.
       p: unused, for a signature shared with `log_sign`.
 
     Returns:
-      Features ``[N, 1]`` in ``g_N``'s dtype.
+      Features ``[1, N]`` in ``g_N``'s dtype.
     """
     del p
-    return g_N[:, None]
+    return g_N[None, :]
 
 
 def log_sign(g_N: jax.Array, p: float = 10.0) -> jax.Array:
@@ -33,7 +37,7 @@ def log_sign(g_N: jax.Array, p: float = 10.0) -> jax.Array:
       p: threshold exponent (paper: 10).
 
     Returns:
-      Features ``[N, 2]`` in ``g_N``'s dtype.
+      Features ``[2, N]`` in ``g_N``'s dtype.
 
     References:
       Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
@@ -45,7 +49,7 @@ def log_sign(g_N: jax.Array, p: float = 10.0) -> jax.Array:
     safe_abs = jnp.where(big, abs_g, 1.0)
     first = jnp.where(big, jnp.log(safe_abs) / p, -1.0)
     second = jnp.where(big, jnp.sign(g_N), jnp.exp(p) * g_N)
-    return jnp.stack([first, second], axis=-1).astype(g_N.dtype)
+    return jnp.stack([first, second]).astype(g_N.dtype)
 
 
 def adam_moments(
@@ -75,13 +79,13 @@ def adam_features(
     `eps` never rounds to zero.
 
     Returns:
-      Features ``[N, 2]``.
+      Features ``[2, N]``.
     """
     t = count.astype(m_N.dtype)
     m_hat = m_N / (1 - beta1**t)
     v_hat = v_N / (1 - beta2**t)
     denom = jnp.sqrt(v_hat) + eps
-    return jnp.stack([g_N / denom, m_hat / denom], axis=-1)
+    return jnp.stack([g_N / denom, m_hat / denom])
 
 
 PREPROCESSORS = {"identity": identity, "log_sign": log_sign}

@@ -15,7 +15,7 @@ from l2l_opt.config import LSTMOptConfig
 class LearnedOptState(NamedTuple):
     """State of `scale_by_lstm`."""
 
-    lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([leaf.size, H]) per layer
+    lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([H, leaf.size]) per layer
     moments: optax.Updates  # per leaf: (m, v) [leaf.size] for "adam" features, else ()
     count: jax.Array  # shape=(), dtype=int32
 

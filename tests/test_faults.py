@@ -111,7 +111,7 @@ def test_one_bad_coordinate_stays_in_its_coordinate():
     assert np.isfinite(np.asarray(updates["b"][1:])).all()
     lstm_a = new_state[0].lstm["a"]
     for layer in lstm_a:
-        h = np.asarray(layer.hidden).reshape(3, 4, -1)
+        h = np.asarray(layer.hidden).T.reshape(3, 4, -1)
         bad = ~np.isfinite(h).all(-1)
         assert bad[1, 2] and bad.sum() == 1
 

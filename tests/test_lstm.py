@@ -26,7 +26,7 @@ def test_state_shapes_and_dtypes(layers):
     state = lstm.initial_state(config, 7)
     assert len(state) == layers
     for s in state:
-        assert s.hidden.shape == s.cell.shape == (7, 5) and s.hidden.dtype == jnp.float32
+        assert s.hidden.shape == s.cell.shape == (5, 7) and s.hidden.dtype == jnp.float32
     update, new_state = lstm.apply(theta, jnp.ones(7), state, config)
     assert update.shape == (7,) and update.dtype == jnp.float32
     assert jax.tree.map(lambda a: (a.shape, a.dtype), new_state) == jax.tree.map(

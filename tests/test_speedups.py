@@ -91,7 +91,7 @@ def test_blocks_of_coordinates_give_the_same_step(n, config):
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(n), 3)
     theta = lstm.init_theta(k_theta, config)
     theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
-    feats = jax.random.normal(k_feats, (n, 2))
+    feats = jax.random.normal(k_feats, (2, n))
     state = jax.tree.map(
         lambda z: jax.random.normal(k_state, z.shape), lstm.initial_state(config, n)
     )
@@ -120,8 +120,8 @@ def test_blocks_of_coordinates_give_the_same_step(n, config):
 
 
 def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypatch):
-    """Tolerance: 1e-6 relative over 3 steps of a 70,001-coordinate leaf (> 16 x 4096)."""
-    params = {"w": jnp.zeros((70_001,)), "b": jnp.zeros((3,))}
+    """Tolerance: 1e-6 relative over 3 steps of a 140,001-coordinate leaf (> 16 x 8192)."""
+    params = {"w": jnp.zeros((140_001,)), "b": jnp.zeros((3,))}
     grads = [
         jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.PRNGKey(i), p.shape), params)
         for i in range(3)
@@ -137,9 +137,84 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypa
         return out
 
     if jax.default_backend() == "cpu":
-        assert lstm.default_chunk() == 4096
+        assert lstm.default_chunk() == 8192
     blocked = run()
     monkeypatch.setattr(lstm, "default_chunk", lambda: 0)
     plain = run()
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(blocked), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TINY_NET,
+        LSTMOptConfig(),
+        LSTMOptConfig(num_layers=3, hidden_size=7, preprocessing="identity"),
+        LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros"),
+    ],
+)
+def test_coordinates_last_network_equals_the_haiku_lstm(config):
+    """`apply_features` (gates as contiguous [H, N] blocks) against `network(config)`, the
+    hk.LSTM cores on [N, H] rows. Tolerance: 1e-6 relative, 1e-6 absolute on O(1) values
+    (float32 rounding: matrix products of other shapes sum in another order); gradients, also through the features (kept
+    when second derivatives are), 1e-5 relative, 1e-6 of the largest entry."""
+    k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(config.num_layers), 3)
+    theta = lstm.init_theta(k_theta, config)
+    theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
+    n, f = 301, lstm.preprocessing.NUM_FEATURES[config.preprocessing]
+    feats = jax.random.normal(k_feats, (f, n))
+    state = jax.tree.map(
+        lambda z: jax.random.normal(k_state, z.shape), lstm.initial_state(config, n)
+    )
+    assert state[0].hidden.shape == (config.hidden_size, n)
+
+    paths = {
+        "columns": functools.partial(lstm.apply_features, config=config),
+        "haiku": functools.partial(lstm.apply_reference, config=config),
+    }
+    out = {k: jax.jit(p)(theta, feats, state) for k, p in paths.items()}
+    for a, b in zip(*map(jax.tree.leaves, out.values()), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+    def loss(path, theta, feats, state):
+        update, new_state = path(theta, feats, state)
+        return jnp.sum(update**2) + sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(new_state))
+
+    grads = [
+        jax.jit(jax.grad(functools.partial(loss, p), (0, 1, 2)))(theta, feats, state)
+        for p in paths.values()
+    ]
+    for a, b in zip(*map(jax.tree.leaves, grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.max(np.abs(a)))
+
+
+def test_one_copy_of_theta_per_task_gives_the_shared_meta_gradient():
+    """`meta_loss_and_grad` vmaps over tasks with one copy of theta per task; the plain way
+    shares one theta. Tolerance: 1e-6 relative on the loss, 1e-5 on gradients (the copies'
+    gradients are summed in another order)."""
+    config = l2l_opt.MetaTrainConfig(num_tasks=3, unroll_length=5, horizon=10, net=TINY_NET)
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(1), config)
+    (loss, _), grads = jax.jit(lambda s: meta_train.meta_loss_and_grad(s.theta, s.tasks, config))(
+        state
+    )
+
+    (member,) = meta_train.members(config)
+    run = functools.partial(
+        l2l_opt.unroll.unroll,
+        problem=member.problem,
+        config=config.net,
+        num_steps=config.unroll_length,
+        horizon=config.horizon,
+        remat=config.remat,
+    )
+    shared = lambda theta: jnp.mean(
+        jax.vmap(run, in_axes=(None, 0, None))(
+            theta, state.tasks[0], meta_train.data_of(config)[0]
+        )[0]
+    )
+    loss_ref, grads_ref = jax.jit(jax.value_and_grad(shared))(state.theta)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
