@@ -195,8 +195,8 @@ def meta_loss_and_grad(
             # One copy of theta per task: the LSTM's matrix products are then batched on
             # both sides (XLA's CPU dot of a shared matrix with batched coordinates
             # transposes them first, measured 3x slower); the gradient sums the copies.
-            num_tasks = jax.tree.leaves(m_tasks)[0].shape[0]
-            copies = jax.tree.map(lambda t: jnp.broadcast_to(t, (num_tasks, *t.shape)), theta)
+            num = jax.tree.leaves(m_tasks)[0].shape[0]
+            copies = jax.tree.map(lambda t, num=num: jnp.broadcast_to(t, (num, *t.shape)), theta)
             losses, (m_new, _) = jax.vmap(run, in_axes=(0, 0, None))(copies, m_tasks, m_data)
             total = total + m.weight * jnp.mean(losses)
             new_tasks.append(m_new)

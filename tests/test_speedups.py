@@ -157,8 +157,9 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypa
 def test_coordinates_last_network_equals_the_haiku_lstm(config):
     """`apply_features` (gates as contiguous [H, N] blocks) against `network(config)`, the
     hk.LSTM cores on [N, H] rows. Tolerance: 1e-6 relative, 1e-6 absolute on O(1) values
-    (float32 rounding: matrix products of other shapes sum in another order); gradients, also through the features (kept
-    when second derivatives are), 1e-5 relative, 1e-6 of the largest entry."""
+    (float32 rounding: matrix products of other shapes sum in another order); gradients,
+    also through the features (kept when second derivatives are), 1e-5 relative, 1e-6 of
+    the largest entry."""
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(config.num_layers), 3)
     theta = lstm.init_theta(k_theta, config)
     theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
