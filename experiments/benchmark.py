@@ -23,6 +23,11 @@ none, so the rows are the same).
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
   python experiments/benchmark.py --gpu --only meta   # one half (a fresh process each)
+  python experiments/benchmark.py --huge-pages        # malloc in transparent huge pages
+
+On CPU, glibc's malloc maps each large buffer afresh and the kernel faults it in 4 KiB page
+by page; the reference's large intermediates pay most of their time there. --huge-pages
+(GLIBC_TUNABLES=glibc.malloc.hugetlb=1) removes most of that cost for both sides.
 """
 
 import argparse
@@ -53,6 +58,7 @@ BF16_BYTES_PER_COORD = 2 * 2 * 20 * 2 * 2 + 8
 
 
 median_seconds = ref.median_seconds  # the same timing rule for both sides
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 def stream_bandwidth(n: int) -> float:
@@ -121,12 +127,22 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="GPU sizes")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--only", choices=["opt_step", "meta"], default=None)
+    parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help="rerun under GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc only): large buffers "
+        "in transparent huge pages, so that first touches of fresh memory cost far less",
+    )
     args = parser.parse_args()
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if args.huge_pages and "glibc.malloc.hugetlb" not in tunables:
+        env = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, HUGE_PAGES]))}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     sizes = [1_000_000, 10_000_000, 50_000_000] if args.gpu else [100_000, 1_000_000]
     mlp_batch, quad_batch = (64, 1024) if args.gpu else (4, 128)
     rows: list[dict] = []
     bandwidth = stream_bandwidth(256_000_000 if args.gpu else 64_000_000)
-    print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9}), flush=True)
+    print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9, "glibc_tunables": tunables}))
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
         for state_dtype, blocks in (("float32", True), ("float32", False), ("bfloat16", True)):
@@ -170,7 +186,8 @@ def main() -> None:
             "speedup": naive["meta_step_s"] / ours, **memory,
         })  # fmt: skip
     print()
-    print(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s on {jax.devices()[0].device_kind}")
+    print(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s on {jax.devices()[0].device_kind}, "
+          f"GLIBC_TUNABLES={tunables!r}")  # fmt: skip
     print(f"{'workload':26s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
     for r in rows:
         size = r.get("n", r.get("batch"))
