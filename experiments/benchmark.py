@@ -16,9 +16,10 @@ bandwidth, measured in the same run (y = 2x + 1 on a large float32 array: 8 B pe
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
 Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
-(meta-training without rematerialised inner steps, `--no-remat`) and [no blocks] (the step
+(meta-training without rematerialised inner steps, `--no-remat`), [no blocks] (the step
 without the CPU's blocks of coordinates, `l2l_opt.lstm.default_chunk`; on GPU there are
-none, so the rows are the same).
+none, so the rows are the same) and, on GPU only, [copies] (one copy of theta per task, as
+`l2l_opt.meta_train.copies_from` does on CPU).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -163,22 +164,34 @@ def main() -> None:
                 "gbytes_per_s": per_coord * n / ours / 1e9,
                 "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
             })  # fmt: skip
+    # (workload, problem, batch, remat, label, copies_from): the last overrides
+    # meta_train.copies_from (one copy of theta per task; measured on CPU, where it is on).
     meta_rows = [
-        ("meta_quad", "quadratic", quad_batch, True),
-        ("meta_quad", "quadratic", quad_batch, False),
-        ("meta_mlp", "mnist_mlp", mlp_batch, True),
-        ("meta_mlp", "mnist_mlp", mlp_batch, False),
+        ("meta_quad", "quadratic", quad_batch, True, "", None),
+        ("meta_quad", "quadratic", quad_batch, False, "[no remat]", None),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True, "", None),
+        ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", None),
     ]
+    if jax.default_backend() != "cpu":
+        meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[copies]", 1024))
     naive_of = {}
-    for workload, problem, batch, remat in meta_rows if args.only != "opt_step" else []:
+    for workload, problem, batch, remat, label, copies in (
+        meta_rows if args.only != "opt_step" else []
+    ):
         if workload not in naive_of:  # one reference measurement per workload
             naive_of[workload] = getattr(ref, workload)(batch)
             release_memory()
         naive = naive_of[workload]
-        ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
+        patch = (
+            mock.patch.object(meta_train, "copies_from", lambda c=copies: c)
+            if copies
+            else contextlib.nullcontext()
+        )
+        with patch:
+            ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
         release_memory()
         emit(rows, {
-            "workload": workload + ("" if remat else "[no remat]"), "batch": batch,
+            "workload": workload + label, "batch": batch,
             "ours_s": ours, "reference_s": naive["meta_step_s"],
             "ratio_ours_over_reference": ours / naive["meta_step_s"],
             "ours_inner_steps_per_s": batch * 20 / ours,

@@ -279,7 +279,17 @@ def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]
         raise UsageError(f"cannot resume {ckpt} with different settings: {detail}")
     shapes = jax.eval_shape(functools.partial(meta_train_init, config=saved), jax.random.PRNGKey(0))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    state, _ = checkpoint.load_state(ckpt, template)
+    try:
+        state, _ = checkpoint.load_state(ckpt, template)
+    except CheckpointError as e:
+        if "/lstm/" not in str(e):
+            raise
+        weights = os.path.join(os.path.dirname(ckpt), "weights.npz")
+        raise CheckpointError(
+            f"{e}. Checkpoints written before the LSTM state moved to coordinates last ([H, N], "
+            f"2026-11-26) cannot be resumed; --init-weights {weights} starts a new run from "
+            "their weights"
+        ) from e
     return jax.tree.map(jax.numpy.asarray, state), saved
 
 

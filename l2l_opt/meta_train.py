@@ -167,8 +167,11 @@ def meta_train_init(key: jax.Array, config: MetaTrainConfig) -> MetaTrainState:
     )
 
 
-# Coordinates in an optimizee's largest leaf from which each task gets its own copy of theta.
-COPIES_FROM = 1024
+def copies_from() -> int | None:
+    """Coordinates in an optimizee's largest leaf from which each task gets its own copy of
+    theta: 1,024 on CPU, where it was measured (see `meta_loss_and_grad`); None (never)
+    elsewhere, where it has not been measured yet."""
+    return 1024 if jax.default_backend() == "cpu" else None
 
 
 def meta_loss_and_grad(
@@ -203,7 +206,8 @@ def meta_loss_and_grad(
             # their products merge into one, and copies made them 2x slower.
             num = jax.tree.leaves(m_tasks)[0].shape[0]
             largest = max(x[0].size for x in jax.tree.leaves(m_tasks.params))
-            if largest >= COPIES_FROM:
+            threshold = copies_from()
+            if threshold is not None and largest >= threshold:
                 copies = jax.tree.map(lambda t, n=num: jnp.broadcast_to(t, (n, *t.shape)), theta)
                 losses, (m_new, _) = jax.vmap(run, in_axes=(0, 0, None))(copies, m_tasks, m_data)
             else:

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,22 @@ def test_resume_with_other_settings_is_refused(reference_run):
     proc = l2l("meta-train", "--outer-steps", "50", "--out", str(reference_run), "--resume",
                "--seed", "7", "--hidden-size", "8", check=False)  # fmt: skip
     assert proc.returncode == 2 and "--hidden-size=8 (run has 4)" in proc.stderr
+
+
+def test_resume_of_a_checkpoint_with_rows_layout_says_how_to_go_on(reference_run, tmp_path):
+    """A checkpoint from before the coordinates-last state ([N, H] LSTM states in flight)."""
+    shutil.copytree(reference_run, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoint.npz"
+    with np.load(ckpt, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k in arrays:
+        if "/lstm/" in k:
+            arrays[k] = np.swapaxes(arrays[k], -1, -2).copy()
+    np.savez(ckpt, **arrays)
+    proc = l2l("meta-train", "--outer-steps", "50", "--out", str(tmp_path / "run"), "--resume",
+               "--seed", "7", check=False)  # fmt: skip
+    assert proc.returncode != 0 and "cannot be resumed; --init-weights" in proc.stderr
+    assert str(tmp_path / "run" / "weights.npz") in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -193,10 +193,10 @@ def test_coordinates_last_network_equals_the_haiku_lstm(config):
 
 def test_one_copy_of_theta_per_task_gives_the_shared_meta_gradient(monkeypatch):
     """`meta_loss_and_grad` vmaps over tasks with one copy of theta per task (for optimizees
-    with a leaf of `COPIES_FROM` coordinates or more; here for all); the plain way shares
+    with a leaf of `copies_from()` coordinates or more; here for all); the plain way shares
     one theta. Tolerance: 1e-6 relative on the loss, 1e-5 on gradients (the copies'
     gradients are summed in another order)."""
-    monkeypatch.setattr(meta_train, "COPIES_FROM", 1)
+    monkeypatch.setattr(meta_train, "copies_from", lambda: 1)
     config = l2l_opt.MetaTrainConfig(num_tasks=3, unroll_length=5, horizon=10, net=TINY_NET)
     state = l2l_opt.meta_train_init(jax.random.PRNGKey(1), config)
     (loss, _), grads = jax.jit(lambda s: meta_train.meta_loss_and_grad(s.theta, s.tasks, config))(

@@ -13,7 +13,7 @@ DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "38df11586158c361be19b26a660d5c2f1eaeb1d43adb697381871e7cfc9f4297",
+    "quadratic": "bd726f514afbff06cab881e41236c0ba0549e3213be0b65d6a5f405016636fd0",
 }
 
 
