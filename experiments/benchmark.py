@@ -19,8 +19,12 @@ the process's peak RSS after 10 and after 40 more outer steps (it must not grow)
 Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
 (meta-training without rematerialised inner steps, `--no-remat`), [no blocks] (the step
 without the CPU's blocks of coordinates, `l2l_opt.lstm.default_chunk`; on GPU there are
-none, so the rows are the same) and, on GPU only, [copies] (one copy of theta per task, as
-`l2l_opt.meta_train.copies_from` does on CPU).
+none, so the rows are the same), [in cache, columns|rows] (on CPU: the network's arithmetic
+alone, one cache-resident block of 8,192 coordinates run N / 8,192 times, on our
+coordinates-last arrays or as the hk.LSTM network on [N, H] rows), and for meta-training
+[copies] and [shared theta] (one copy of theta per task, `l2l_opt.meta_train.copies_from`,
+forced on or off: on CPU the default has copies for the MNIST MLP and not for quadratics,
+on GPU none).
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -92,6 +96,34 @@ def ours_opt_step(n: int, state_dtype: str = "float32") -> float:
         return optax.apply_updates(params, u), state
 
     return median_seconds(step, params, g, tx.init(params))
+
+
+def in_cache_seconds(n: int, layout: str, block: int = 8192) -> float:
+    """The network's arithmetic alone: one block of `block` coordinates that stays in cache,
+    run n / block times (inputs perturbed each time so that nothing is hoisted). `layout` is
+    "columns" (ours, `lstm.apply_features`) or "rows" (the `hk.LSTM` network on [N, H])."""
+    config = l2l_opt.LSTMOptConfig()
+    theta = lstm.init_theta(jax.random.PRNGKey(0), config)
+    feats = jax.random.normal(jax.random.PRNGKey(1), (2, block)) * 1e-3
+    state = lstm.initial_state(config, block)
+    if layout == "rows":
+        apply = lstm.network(config).apply
+        feats = feats.T
+        state = jax.tree.map(lambda a: a.T, state)
+    else:
+
+        def apply(theta, feats, state):
+            return lstm.apply_features(theta, feats, state, config, chunk=0)
+
+    @jax.jit
+    def run(feats, state):
+        def body(i, acc):
+            u, new = apply(theta, feats + i * 1e-9, state)
+            return acc + jnp.sum(u) + sum(jnp.sum(x) for x in jax.tree.leaves(new))
+
+        return jax.lax.fori_loop(0, n // block, body, 0.0)
+
+    return median_seconds(run, feats, state)
 
 
 def ours_meta_step(problem: str, batch: int, reps: int, remat: bool = True) -> tuple[float, dict]:
@@ -175,15 +207,28 @@ def main() -> None:
                 "gbytes_per_s": per_coord * n / ours / 1e9,
                 "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
             })  # fmt: skip
+    if args.only != "meta" and not args.gpu:
+        n = sizes[-1]
+        for layout in ("columns", "rows"):
+            seconds = in_cache_seconds(n, layout)
+            release_memory()
+            emit(rows, {
+                "workload": f"opt_step[in cache, {layout}]", "n": n, "ours_s": seconds,
+                "reference_s": naive["lstm_s"], "ratio_ours_over_reference":
+                seconds / naive["lstm_s"], "gflops": FLOPS_PER_COORD * n / seconds / 1e9,
+            })  # fmt: skip
     # (workload, problem, batch, remat, label, copies_from): the last overrides
-    # meta_train.copies_from (one copy of theta per task; measured on CPU, where it is on).
+    # meta_train.copies_from (one copy of theta per task; on CPU by default) unless it is ....
     meta_rows = [
-        ("meta_quad", "quadratic", quad_batch, True, "", None),
-        ("meta_quad", "quadratic", quad_batch, False, "[no remat]", None),
-        ("meta_mlp", "mnist_mlp", mlp_batch, True, "", None),
-        ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", None),
+        ("meta_quad", "quadratic", quad_batch, True, "", ...),
+        ("meta_quad", "quadratic", quad_batch, False, "[no remat]", ...),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True, "", ...),
+        ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", ...),
     ]
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() == "cpu":
+        meta_rows.insert(1, ("meta_quad", "quadratic", quad_batch, True, "[copies]", 1))
+        meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", None))
+    else:
         meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[copies]", 1024))
     naive_of = {}
     for workload, problem, batch, remat, label, copies in (
@@ -194,9 +239,9 @@ def main() -> None:
             release_memory()
         naive = naive_of[workload]
         patch = (
-            mock.patch.object(meta_train, "copies_from", lambda c=copies: c)
-            if copies
-            else contextlib.nullcontext()
+            contextlib.nullcontext()
+            if copies is ...
+            else mock.patch.object(meta_train, "copies_from", lambda c=copies: c)
         )
         with patch:
             ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
@@ -216,7 +261,9 @@ def main() -> None:
     for r in rows:
         size = r.get("n", r.get("batch"))
         extra = (
-            f"adam {r['adam_s']:.4g}s, {r['gbytes_per_s']:.1f} GB/s, "
+            f"the arithmetic alone, {r['gflops']:.0f} GFLOP/s"
+            if "in cache" in r["workload"]
+            else f"adam {r['adam_s']:.4g}s, {r['gbytes_per_s']:.1f} GB/s, "
             f"{r['ratio_ours_over_memory_bound']:.1f}x the memory bound"
             if r["workload"].startswith("opt_step")
             else f"{r['ours_inner_steps_per_s']:.0f} vs {r['reference_inner_steps_per_s']:.0f} "

@@ -50,9 +50,11 @@ def network(config: LSTMOptConfig) -> hk.Transformed:
 
 
 def initial_state(config: LSTMOptConfig, n: int, dtype=jnp.float32) -> LSTMCoreState:
-    """Zero (h, c) for `n` coordinates, one `hk.LSTMState` of ``[H, n]`` arrays per layer."""
-    z = jnp.zeros((config.hidden_size, n), dtype)
-    return tuple(hk.LSTMState(hidden=z, cell=z) for _ in range(config.num_layers))
+    """Zero (h, c) for `n` coordinates, one `hk.LSTMState` of ``[H, n]`` arrays per layer.
+
+    Every array is its own buffer, so that the state can be donated to a jitted step."""
+    z = lambda: jnp.zeros((config.hidden_size, n), dtype)
+    return tuple(hk.LSTMState(hidden=z(), cell=z()) for _ in range(config.num_layers))
 
 
 def init_theta(key: ArrayLike, config: LSTMOptConfig) -> hk.Params:

@@ -78,8 +78,8 @@ def scale_by_lstm(
         def leaf_moments(p):
             if not use_moments:
                 return ()
-            z = jnp.zeros((jnp.size(p),), _compute_dtype(jnp.result_type(p)))
-            return (z, z)
+            z = lambda: jnp.zeros((jnp.size(p),), _compute_dtype(jnp.result_type(p)))
+            return (z(), z())  # two buffers, so that the state can be donated
 
         return LearnedOptState(
             lstm=jax.tree.map(leaf_state, params),

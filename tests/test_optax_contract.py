@@ -79,6 +79,23 @@ def test_jit_does_not_retrace(make):
 
 
 @factories
+def test_params_and_state_can_be_donated(make):
+    """A training step jitted with donated params and optimizer state, as large models do."""
+    tx = make()
+
+    def step(g, s, p):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    donated = jax.jit(step, donate_argnums=(1, 2))
+    params = nested_params()
+    want = jax.jit(step)(grads_like(params), tx.init(params), params)
+    got = donated(grads_like(params), tx.init(params), nested_params())
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@factories
 def test_nested_tree_with_scalar_and_empty_leaves(make):
     tx = make()
     params = nested_params()
