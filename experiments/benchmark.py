@@ -186,7 +186,8 @@ def main() -> None:
     mlp_batch, quad_batch = (64, 1024) if args.gpu else (4, 128)
     rows: list[dict] = []
     bandwidth = stream_bandwidth(256_000_000 if args.gpu else 64_000_000)
-    print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9, "glibc_tunables": tunables}))
+    print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9, "glibc_tunables": tunables}),
+          flush=True)  # fmt: skip
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
         for state_dtype, blocks in (("float32", True), ("float32", False), ("bfloat16", True)):
