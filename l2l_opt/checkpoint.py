@@ -15,14 +15,26 @@ import numpy as np
 from l2l_opt import lstm
 from l2l_opt.config import ConfigError, LSTMOptConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of weights files
+# Of training-state checkpoints; 2: LSTM states of optimizees in flight are [H, N] (coordinates
+# last, 2026-11-26), in version 1 they were [N, H].
+STATE_VERSION = 2
 WEIGHTS_FORMAT = "l2l_opt.weights"
 STATE_FORMAT = "l2l_opt.train_state"
+_VERSIONS = {WEIGHTS_FORMAT: FORMAT_VERSION, STATE_FORMAT: STATE_VERSION}
 _META_KEY = "__meta__"
 
 
 class CheckpointError(ValueError):
     """A weights or checkpoint file cannot be used; the message names the file and why."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A file of another format version; `version` is the file's (None if it has none)."""
+
+    def __init__(self, message: str, version: Any):
+        super().__init__(message)
+        self.version = version
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
@@ -121,10 +133,11 @@ def _load_npz(path, expected_format: str) -> tuple[dict[str, np.ndarray], dict[s
     if not isinstance(meta, dict) or meta.get("format") != expected_format:
         got = meta.get("format") if isinstance(meta, dict) else meta
         raise CheckpointError(f"{path}: format {got!r}, expected {expected_format!r}")
-    if meta.get("version") != FORMAT_VERSION:
-        raise CheckpointError(
+    if meta.get("version") != _VERSIONS[expected_format]:
+        raise CheckpointVersionError(
             f"{path}: format version {meta.get('version')!r}, this l2l_opt reads version "
-            f"{FORMAT_VERSION}"
+            f"{_VERSIONS[expected_format]}",
+            meta.get("version"),
         )
     return arrays, meta
 
@@ -192,7 +205,7 @@ def read_weights_info(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_state(path: str | os.PathLike, state: Any, info: dict[str, Any]) -> None:
     """Writes a training-state pytree and JSON-able `info` atomically."""
-    meta = {"format": STATE_FORMAT, "version": FORMAT_VERSION, "info": info}
+    meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "info": info}
     _save_npz(path, flatten(state), meta)
 
 

@@ -265,7 +265,17 @@ def _clash_detail(clash: dict[str, tuple[Any, Any]], owner: str) -> str:
 
 def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]):
     """Loads the checkpoint; its config wins, but flags that contradict it are an error."""
-    info = checkpoint.read_state_info(ckpt)
+    try:
+        info = checkpoint.read_state_info(ckpt)
+    except checkpoint.CheckpointVersionError as e:
+        if e.version != 1:
+            raise
+        weights = os.path.join(os.path.dirname(ckpt), "weights.npz")
+        raise CheckpointError(
+            f"{e}: its optimizees' LSTM states are [N, H] rows, from before they moved to "
+            f"coordinates last; it cannot be resumed; --init-weights {weights} starts a new "
+            "run from its weights"
+        ) from e
     try:
         saved = MetaTrainConfig.from_dict(info["config"])
     except (KeyError, TypeError, ConfigError) as e:
@@ -279,17 +289,7 @@ def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]
         raise UsageError(f"cannot resume {ckpt} with different settings: {detail}")
     shapes = jax.eval_shape(functools.partial(meta_train_init, config=saved), jax.random.PRNGKey(0))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    try:
-        state, _ = checkpoint.load_state(ckpt, template)
-    except CheckpointError as e:
-        if "/lstm/" not in str(e):
-            raise
-        weights = os.path.join(os.path.dirname(ckpt), "weights.npz")
-        raise CheckpointError(
-            f"{e}. Checkpoints written before the LSTM state moved to coordinates last ([H, N], "
-            f"2026-11-26) cannot be resumed; --init-weights {weights} starts a new run from "
-            "their weights"
-        ) from e
+    state, _ = checkpoint.load_state(ckpt, template)
     return jax.tree.map(jax.numpy.asarray, state), saved
 
 

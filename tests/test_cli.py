@@ -134,7 +134,8 @@ def test_resume_with_other_settings_is_refused(reference_run):
 
 
 def test_resume_of_a_checkpoint_with_rows_layout_says_how_to_go_on(reference_run, tmp_path):
-    """A checkpoint from before the coordinates-last state ([N, H] LSTM states in flight)."""
+    """A checkpoint from before the coordinates-last state: format version 1, [N, H] LSTM
+    states in flight."""
     shutil.copytree(reference_run, tmp_path / "run")
     ckpt = tmp_path / "run" / "checkpoint.npz"
     with np.load(ckpt, allow_pickle=False) as z:
@@ -142,6 +143,9 @@ def test_resume_of_a_checkpoint_with_rows_layout_says_how_to_go_on(reference_run
     for k in arrays:
         if "/lstm/" in k:
             arrays[k] = np.swapaxes(arrays[k], -1, -2).copy()
+    meta = json.loads(str(arrays["__meta__"]))
+    assert meta["version"] == checkpoint.STATE_VERSION == 2
+    arrays["__meta__"] = np.array(json.dumps({**meta, "version": 1}))
     np.savez(ckpt, **arrays)
     proc = l2l("meta-train", "--outer-steps", "50", "--out", str(tmp_path / "run"), "--resume",
                "--seed", "7", check=False)  # fmt: skip
