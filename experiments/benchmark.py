@@ -98,10 +98,12 @@ def ours_opt_step(n: int, state_dtype: str = "float32") -> float:
     return median_seconds(step, params, g, tx.init(params))
 
 
-def in_cache_seconds(n: int, layout: str, block: int = 8192) -> float:
-    """The network's arithmetic alone: one block of `block` coordinates that stays in cache,
-    run n / block times (inputs perturbed each time so that nothing is hoisted). `layout` is
-    "columns" (ours, `lstm.apply_features`) or "rows" (the `hk.LSTM` network on [N, H])."""
+def in_cache_seconds(n: int, layout: str) -> float:
+    """The network's arithmetic alone: one block of `lstm.default_chunk()` coordinates that
+    stays in cache, run n / block times (inputs perturbed each time so that nothing is
+    hoisted). `layout` is "columns" (ours, `lstm.apply_features`) or "rows" (the `hk.LSTM`
+    network on [N, H])."""
+    block = lstm.default_chunk()
     config = l2l_opt.LSTMOptConfig()
     theta = lstm.init_theta(jax.random.PRNGKey(0), config)
     feats = jax.random.normal(jax.random.PRNGKey(1), (2, block)) * 1e-3

@@ -201,17 +201,19 @@ def meta_loss_and_grad(
             )
             # Optimizees with a large leaf get one copy of theta per task: the LSTM's matrix
             # products are then batched on both sides (XLA's CPU dot of a shared matrix with
-            # batched coordinates transposes them first: 3x slower at 15,680 coordinates),
-            # and the gradient sums the copies. Tiny ones (10 coordinates) share theta:
-            # their products merge into one, and copies made them 2x slower.
-            num = jax.tree.leaves(m_tasks)[0].shape[0]
+            # batched coordinates transposes them first), and the gradient sums the copies.
+            # Tiny ones share theta: their products merge into one. experiments/benchmark.py,
+            # rows meta_mlp[shared theta] and meta_quad[copies], measures both choices.
             largest = max(x[0].size for x in jax.tree.leaves(m_tasks.params))
             threshold = copies_from()
+            m_theta, theta_axis = theta, None
             if threshold is not None and largest >= threshold:
-                copies = jax.tree.map(lambda t, n=num: jnp.broadcast_to(t, (n, *t.shape)), theta)
-                losses, (m_new, _) = jax.vmap(run, in_axes=(0, 0, None))(copies, m_tasks, m_data)
-            else:
-                losses, (m_new, _) = jax.vmap(run, in_axes=(None, 0, None))(theta, m_tasks, m_data)
+                num = jax.tree.leaves(m_tasks)[0].shape[0]
+                m_theta = jax.tree.map(lambda t, n=num: jnp.broadcast_to(t, (n, *t.shape)), theta)
+                theta_axis = 0
+            losses, (m_new, _) = jax.vmap(run, in_axes=(theta_axis, 0, None))(
+                m_theta, m_tasks, m_data
+            )
             total = total + m.weight * jnp.mean(losses)
             new_tasks.append(m_new)
         return total, tuple(new_tasks)
