@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from l2l_opt import checkpoint, lstm, preprocessing, pretrained
+from l2l_opt import checkpoint, lstm, pallas_lstm, preprocessing, pretrained
 from l2l_opt.config import LSTMOptConfig
 
 
@@ -25,8 +25,20 @@ def _compute_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+KERNELS = ("xla", "pallas")
+
+
+def check_kernel(kernel: str, config: LSTMOptConfig) -> None:
+    """Raises ValueError unless `kernel` is one of `KERNELS` and can run `config`."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is invalid: must be one of {list(KERNELS)}")
+    if kernel == "pallas":
+        for c in [config.unpartitioned()] if config.groups() else [config]:
+            pallas_lstm.check_config(c)
+
+
 def scale_by_lstm(
-    theta: hk.Params, config: LSTMOptConfig | None = None
+    theta: hk.Params, config: LSTMOptConfig | None = None, *, kernel: str = "xla"
 ) -> optax.GradientTransformationExtraArgs:
     r"""Replaces each gradient coordinate by the output of a shared coordinatewise LSTM.
 
@@ -41,6 +53,10 @@ def scale_by_lstm(
     Args:
       theta: the network's meta-parameters (`l2l_opt.lstm.init_theta` or a checkpoint).
       config: the network's architecture; defaults to `LSTMOptConfig()`.
+      kernel: ``"xla"`` (default): the network as XLA operations (`l2l_opt.lstm`);
+        ``"pallas"``: one fused Pallas kernel per leaf (`l2l_opt.pallas_lstm`, for NVIDIA
+        GPUs; on CPU it runs in interpret mode, slowly). Both compute the same function;
+        leaves under 128 coordinates or with float64 gradients take the XLA path.
 
     Returns:
       A `GradientTransformationExtraArgs`; its update accepts and ignores ``value=`` and
@@ -60,10 +76,12 @@ def scale_by_lstm(
     """
     config = LSTMOptConfig() if config is None else config
     lstm.check_theta(theta, config)
+    check_kernel(kernel, config)
     if config.groups():
         inner = config.unpartitioned()
         return optax.multi_transform(
-            {g: scale_by_lstm(theta[g], inner) for g in config.groups()}, partition_labels
+            {g: scale_by_lstm(theta[g], inner, kernel=kernel) for g in config.groups()},
+            partition_labels,
         )
 
     use_moments = config.preprocessing == "adam"
@@ -102,9 +120,12 @@ def scale_by_lstm(
                 mv = (m, v)
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
-            # Stored state may be bfloat16; the step itself runs in the features' dtype.
-            s = jax.tree.map(lambda a, dtype=feats.dtype: a.astype(dtype), s)
-            u_N, new_s = lstm.apply_features(theta, feats, s, config)
+            if kernel == "pallas" and pallas_lstm.fits(g_N.size, feats.dtype):
+                u_N, new_s = pallas_lstm.apply(theta, feats, s, config)
+            else:
+                # Stored state may be bfloat16; the step runs in the features' dtype.
+                s = jax.tree.map(lambda a, dtype=feats.dtype: a.astype(dtype), s)
+                u_N, new_s = lstm.apply_features(theta, feats, s, config)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
             new_moments.append(mv)
@@ -154,6 +175,7 @@ def learned_opt(
     *,
     learning_rate: optax.ScalarOrSchedule = 1.0,
     config: LSTMOptConfig | None = None,
+    kernel: str = "xla",
 ) -> optax.GradientTransformationExtraArgs:
     r"""The learned LSTM optimizer, ready to use like `optax.adam`.
 
@@ -170,6 +192,7 @@ def learned_opt(
         weights.
       learning_rate: a scalar or schedule multiplying the network's output.
       config: the architecture; only needed with a dict `theta` that is not the default.
+      kernel: ``"xla"`` or ``"pallas"`` (a fused GPU kernel; see `scale_by_lstm`).
 
     Returns:
       A `GradientTransformationExtraArgs`.
@@ -187,6 +210,6 @@ def learned_opt(
     """
     theta, config = resolve_weights(theta, config)
     return optax.chain(
-        scale_by_lstm(theta, config),
+        scale_by_lstm(theta, config, kernel=kernel),
         optax.scale_by_learning_rate(learning_rate, flip_sign=False),
     )

@@ -1,0 +1,197 @@
+"""The coordinatewise LSTM step as one fused Pallas kernel (Triton, for NVIDIA GPUs).
+
+`l2l_opt.lstm.apply_features` computes each layer with XLA: a matrix product that writes
+the ``[4H, N]`` gates to memory, then elementwise work that reads them back. This kernel
+does the whole step for a block of coordinates in registers: it reads the features and the
+``2 * layers * H`` floats of state once, and writes the new state and the update once, which
+is the memory traffic the benchmark's bound counts.
+
+Triton works on power-of-two shapes, so the hidden units are padded to ``HP`` (at least
+16, for the tensor-core products) in registers only: loads and stores are masked to the
+``H`` real rows and the ``n`` real coordinates, and the padded weights are zero, so padded
+units stay exactly zero. Products follow JAX's default matmul precision, like the XLA path
+on the same GPU (TF32 on recent NVIDIA GPUs; ``jax.default_matmul_precision("highest")``
+for full float32).
+
+The kernel runs forward only; its derivative (`jax.custom_vjp`) is the XLA path's, so
+meta-gradients through it are those of `lstm.apply_features`. On CPU it runs in Pallas'
+interpret mode: correct and slow, for tests.
+"""
+
+import functools
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from l2l_opt import lstm
+from l2l_opt.config import LSTMOptConfig
+
+BLOCK = 128  # coordinates per program
+NUM_WARPS = 8
+MAX_HIDDEN = 64  # larger H would not fit a block's state in registers
+
+
+def padded(h: int) -> int:
+    """Hidden units as the kernel holds them: the next power of two, at least 16."""
+    return max(16, 1 << (h - 1).bit_length())
+
+
+def check_config(config: LSTMOptConfig) -> None:
+    """Raises ValueError if the kernel cannot run `config`'s network."""
+    if config.num_layers == 0:
+        raise ValueError("kernel='pallas' needs an LSTM: num_layers=0 has none to fuse")
+    if config.hidden_size > MAX_HIDDEN:
+        raise ValueError(
+            f"kernel='pallas' runs hidden_size <= {MAX_HIDDEN}, not {config.hidden_size}"
+        )
+
+
+def fits(n: int, dtype) -> bool:
+    """Whether a leaf of `n` coordinates with features of `dtype` runs in the kernel:
+    float32 and at least one block (smaller or wider leaves take the XLA path)."""
+    return n >= BLOCK and jnp.dtype(dtype) == jnp.float32
+
+
+def prepare(theta: hk.Params, config: LSTMOptConfig) -> dict:
+    """`theta` as the kernel reads it: per layer ``wx [4, HP, F or HP]``, ``wh [4, HP, HP]``,
+    ``b [4, HP]`` (gate q's weights transposed, zero-padded), ``head [HP]``, ``head_b [1]``,
+    ``skip [F]``."""
+    h, hp = config.hidden_size, padded(config.hidden_size)
+    layers = []
+    for i in range(config.num_layers):
+        lin = theta[f"lstm_{i}/linear"]
+        fin = lin["w"].shape[0] - h
+        gates = lambda w: jnp.transpose(jnp.reshape(w, (w.shape[0], 4, h)), (1, 2, 0))
+        pad_in = 0 if i == 0 else hp - fin
+        wx = jnp.pad(gates(lin["w"][:fin]), ((0, 0), (0, hp - h), (0, pad_in)))
+        wh = jnp.pad(gates(lin["w"][fin:]), ((0, 0), (0, hp - h), (0, hp - h)))
+        b = jnp.pad(jnp.reshape(lin["b"], (4, h)), ((0, 0), (0, hp - h)))
+        layers.append((wx, wh, b))
+    out = {
+        "layers": layers,
+        "head": jnp.pad(theta["head"]["w"][:, 0], (0, hp - h)),
+        "head_b": theta["head"]["b"],
+    }
+    if config.skip_init is not None:
+        out["skip"] = theta["skip"]["w"][:, 0]
+    return jax.tree.map(lambda a: a.astype(jnp.float32), out)
+
+
+def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, block: int):
+    h, hp, layers = config.hidden_size, padded(config.hidden_size), config.num_layers
+    refs = list(refs)
+    take = lambda k: [refs.pop(0) for _ in range(k)]
+    (feats_ref,) = take(1)
+    weights = [take(3) for _ in range(layers)]
+    head_ref, head_b_ref = take(2)
+    skip_ref = take(1)[0] if config.skip_init is not None else None
+    state_refs = take(2 * layers)
+    u_ref, *new_refs = refs
+
+    col = pl.program_id(0) * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
+    col_ok = col < n
+    ok = (jax.lax.broadcasted_iota(jnp.int32, (hp, block), 0) < h) & col_ok[None, :]
+    rows = lambda ref: ref.at[pl.ds(0, hp), :]
+    load = lambda ref: pltriton.load(rows(ref), mask=ok, other=0).astype(jnp.float32)
+    store = lambda ref, v: pltriton.store(rows(ref), v.astype(ref.dtype), mask=ok)
+    # Each feature as a [1, block] row.
+    feats_at = lambda k: feats_ref.at[pl.ds(k, 1), :]
+    feats = [pltriton.load(feats_at(k), mask=col_ok[None, :], other=0) for k in range(num_feats)]
+
+    x = None
+    for i, (wx_ref, wh_ref, b_ref) in enumerate(weights):
+        h_prev, c_prev = load(state_refs[2 * i]), load(state_refs[2 * i + 1])
+
+        def gate(q, i=i, wx_ref=wx_ref, wh_ref=wh_ref, b_ref=b_ref, h_prev=h_prev, x=x):
+            z = jnp.dot(wh_ref[q], h_prev) + b_ref[q][:, None]
+            if i == 0:
+                for k in range(num_feats):
+                    z = z + wx_ref[q, :, k][:, None] * feats[k]
+            else:
+                z = z + jnp.dot(wx_ref[q], x)
+            return z
+
+        # hk.LSTM's gate order (i, g, f, o) and forget bias 1; one gate at a time, so
+        # that few [HP, block] tiles are live at once.
+        c = jax.nn.sigmoid(gate(0)) * jnp.tanh(gate(1))
+        c = c + jax.nn.sigmoid(gate(2) + 1) * c_prev
+        x = jax.nn.sigmoid(gate(3)) * jnp.tanh(c)
+        store(new_refs[2 * i], x)
+        store(new_refs[2 * i + 1], c)
+
+    u = jnp.sum(head_ref[...][:, None] * x, axis=0, keepdims=True) + head_b_ref[0]
+    if skip_ref is not None:
+        for k in range(num_feats):
+            u = u + skip_ref[k] * feats[k]
+    pltriton.store(u_ref, u * config.output_scale, mask=col_ok[None, :])
+
+
+def _pallas(theta, feats_FxN, state, config, block, num_warps, interpret):
+    num_feats, n = feats_FxN.shape
+    prepared = prepare(theta, config)
+    flat_state = [a for s in state for a in (s.hidden, s.cell)]
+    weights = [w for layer in prepared["layers"] for w in layer]
+    weights += [prepared["head"], prepared["head_b"]]
+    if config.skip_init is not None:
+        weights.append(prepared["skip"])
+
+    whole = lambda a: pl.BlockSpec(a.shape, lambda i, r=a.ndim: (0,) * r)
+    cols = lambda a: pl.BlockSpec((a.shape[0], block), lambda i: (0, i))
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
+    params = {"compiler_params": pltriton.CompilerParams(num_warps=num_warps, num_stages=1)}
+    u_1xN, *new_flat = pl.pallas_call(
+        functools.partial(_kernel, n=n, config=config, num_feats=num_feats, block=block),
+        out_shape=[jax.ShapeDtypeStruct((1, n), jnp.float32)]
+        + [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in flat_state],
+        grid=(pl.cdiv(n, block),),
+        in_specs=[cols(feats_FxN)] + [whole(w) for w in weights] + [cols(a) for a in flat_state],
+        out_specs=[pl.BlockSpec((1, block), lambda i: (0, i))] + [cols(a) for a in flat_state],
+        interpret=interpret,
+        name="l2l_lstm_step",
+        **({} if interpret else params),
+    )(feats_FxN, *weights, *flat_state)
+    new_state = tuple(hk.LSTMState(*new_flat[2 * i : 2 * i + 2]) for i in range(len(state)))
+    return u_1xN[0], new_state
+
+
+def reference(theta, feats_FxN, state, config):
+    """What the kernel computes, with XLA (`lstm._forward_columns`): the state is cast to
+    the features' dtype for the step and the new state back to the state's dtype."""
+    dtypes = jax.tree.map(lambda a: a.dtype, state)
+    s = jax.tree.map(lambda a: a.astype(feats_FxN.dtype), state)
+    u_N, new = lstm._forward_columns(theta, feats_FxN, s, config)
+    return u_N, jax.tree.map(lambda a, d: a.astype(d), new, dtypes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def apply(theta, feats_FxN, state, config, block=BLOCK, num_warps=NUM_WARPS, interpret=None):
+    """One network step in the kernel: ``(update_N, new_state)``, the state in its own dtype.
+
+    Args:
+      theta: the network's weights.
+      feats_FxN: float32 features ``[F, N]`` (see `l2l_opt.preprocessing`).
+      state: per layer ``hk.LSTMState([H, N], [H, N])``, float32 or bfloat16.
+      config: the architecture (see `check_config`).
+      block, num_warps: coordinates per program and warps per program (Triton).
+      interpret: run in Pallas' interpret mode; ``None``: on CPU only.
+    """
+    return _pallas(theta, feats_FxN, state, config, block, num_warps, interpret)
+
+
+def _apply_fwd(theta, feats_FxN, state, config, block, num_warps, interpret):
+    out = _pallas(theta, feats_FxN, state, config, block, num_warps, interpret)
+    return out, (theta, feats_FxN, state)
+
+
+def _apply_bwd(config, block, num_warps, interpret, residuals, cotangents):
+    del block, num_warps, interpret
+    theta, feats_FxN, state = residuals
+    _, vjp = jax.vjp(functools.partial(reference, config=config), theta, feats_FxN, state)
+    return vjp(cotangents)
+
+
+apply.defvjp(_apply_fwd, _apply_bwd)
