@@ -24,7 +24,12 @@ alone, one cache-resident block of 8,192 coordinates run N / 8,192 times, on our
 coordinates-last arrays or as the hk.LSTM network on [N, H] rows), and for meta-training
 [copies] and [shared theta] (one copy of theta per task, `l2l_opt.meta_train.copies_from`,
 forced on or off: on CPU the default has copies for the MNIST MLP and not for quadratics,
-on GPU none).
+on GPU none). On GPU only: [pallas BxW] (`learned_opt(kernel="pallas")`, the fused Pallas
+kernel of `l2l_opt.pallas_lstm` with B coordinates and W warps per program, `--kernels`),
+[bf16, pallas], and a row pallas_vs_xla: the largest differences between the kernel's and
+the XLA path's updates and states after 3 steps on 1M coordinates, under JAX's default
+matmul precision and under "highest". A kernel that fails to compile gives a row with its
+error, and the benchmark goes on.
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -57,7 +62,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 import naive_reference as ref  # noqa: E402
 
 import l2l_opt  # noqa: E402
-from l2l_opt import lstm, meta_train  # noqa: E402
+from l2l_opt import lstm, meta_train, pallas_lstm  # noqa: E402
 
 FLOPS_PER_COORD = 2 * (22 * 80 + 40 * 80) + 2 * 20 + 2 * 80 * 6
 BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
@@ -84,9 +89,10 @@ def stream_bandwidth(n: int, reps: int = 10) -> float:
     return 8 * n / float(np.median(times))
 
 
-def ours_opt_step(n: int, state_dtype: str = "float32") -> float:
+def ours_opt_step(n: int, state_dtype: str = "float32", kernel: str = "xla") -> float:
     config = l2l_opt.LSTMOptConfig(state_dtype=state_dtype)
-    tx = l2l_opt.learned_opt(l2l_opt.lstm.init_theta(jax.random.PRNGKey(0), config), config=config)
+    theta = l2l_opt.lstm.init_theta(jax.random.PRNGKey(0), config)
+    tx = l2l_opt.learned_opt(theta, config=config, kernel=kernel)
     params = {"x": jnp.zeros((n,))}
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
 
@@ -96,6 +102,32 @@ def ours_opt_step(n: int, state_dtype: str = "float32") -> float:
         return optax.apply_updates(params, u), state
 
     return median_seconds(step, params, g, tx.init(params))
+
+
+def kernel_differences(n: int) -> dict:
+    """Largest differences between the Pallas kernel's step and the XLA path's on n
+    coordinates, under JAX's default matmul precision and under "highest" (full float32)."""
+    config = l2l_opt.LSTMOptConfig()
+    theta = lstm.init_theta(jax.random.PRNGKey(0), config)
+    g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
+    out = {}
+    for precision in ("default", "highest"):
+        with jax.default_matmul_precision(None if precision == "default" else precision):
+            results = []
+            for kernel in ("xla", "pallas"):
+                tx = l2l_opt.learned_opt(theta, config=config, kernel=kernel)
+                state = tx.init(g)
+                for _ in range(3):  # a few steps, so that the state is not zero
+                    u, state = jax.jit(tx.update)(g, state)
+                results.append((u, state[0].lstm))
+        diff = lambda a, b: float(jnp.max(jnp.abs(a - b)))
+        out[f"{precision}_max_update_diff"] = diff(results[0][0]["x"], results[1][0]["x"])
+        out[f"{precision}_max_update"] = float(jnp.max(jnp.abs(results[0][0]["x"])))
+        out[f"{precision}_max_state_diff"] = max(
+            diff(a, b)
+            for a, b in zip(*map(jax.tree.leaves, (results[0][1], results[1][1])), strict=True)
+        )
+    return out
 
 
 def in_cache_seconds(n: int, layout: str) -> float:
@@ -174,6 +206,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--only", choices=["opt_step", "meta"], default=None)
     parser.add_argument(
+        "--kernels",
+        default="64x4,128x4,128x8,256x8",
+        help="GPU: the Pallas kernel's (coordinates per program)x(warps) to measure",
+    )
+    parser.add_argument(
         "--huge-pages",
         action="store_true",
         help="rerun under GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc only): large buffers "
@@ -190,18 +227,44 @@ def main() -> None:
     bandwidth = stream_bandwidth(256_000_000 if args.gpu else 64_000_000)
     print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9, "glibc_tunables": tunables}),
           flush=True)  # fmt: skip
+    # (label, state dtype, CPU blocks, kernel, (block, warps) or None)
+    variants = [("", "float32", True, "xla", None), ("[bf16]", "bfloat16", True, "xla", None)]
+    if jax.default_backend() == "cpu":
+        variants.insert(1, ("[no blocks]", "float32", False, "xla", None))
+    else:  # the Pallas kernel; interpret mode on CPU would measure nothing of interest
+        for bw in args.kernels.split(","):
+            block, warps = map(int, bw.split("x"))
+            variants.append((f"[pallas {bw}]", "float32", True, "pallas", (block, warps)))
+        variants.append(("[bf16, pallas]", "bfloat16", True, "pallas", None))
+    if args.only != "meta" and jax.default_backend() != "cpu":
+        try:
+            emit(rows, {"workload": "pallas_vs_xla", "n": 1_000_000,
+                        **kernel_differences(1_000_000)})  # fmt: skip
+        except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
+            emit(rows, {"workload": "pallas_vs_xla", "error": f"{type(e).__name__}: {e}"[:2000]})
+        release_memory()
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
-        for state_dtype, blocks in (("float32", True), ("float32", False), ("bfloat16", True)):
+        for label, state_dtype, blocks, kernel, block_warps in variants:
             per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
-            no_blocks = mock.patch.object(lstm, "default_chunk", lambda: 0)
-            with contextlib.nullcontext() if blocks else no_blocks:
-                ours = ours_opt_step(n, state_dtype)
-            release_memory()
+            patches = contextlib.ExitStack()
+            if not blocks:
+                patches.enter_context(mock.patch.object(lstm, "default_chunk", lambda: 0))
+            if block_warps:
+                patches.enter_context(mock.patch.object(pallas_lstm, "BLOCK", block_warps[0]))
+                patches.enter_context(mock.patch.object(pallas_lstm, "NUM_WARPS", block_warps[1]))
+            try:
+                with patches:
+                    ours = ours_opt_step(n, state_dtype, kernel)
+            except Exception as e:  # noqa: BLE001 (as above)
+                emit(rows, {"workload": "opt_step" + label, "n": n,
+                            "error": f"{type(e).__name__}: {e}"[:2000]})  # fmt: skip
+                continue
+            finally:
+                release_memory()
             bound = per_coord * n / bandwidth
-            label = "" if state_dtype == "float32" else "[bf16]"
             emit(rows, {
-                "workload": "opt_step" + (label if blocks else "[no blocks]"),
+                "workload": "opt_step" + label,
                 "n": n, "ours_s": ours, "reference_s": naive["lstm_s"],
                 "adam_s": naive["adam_s"], "ratio_ours_over_reference": ours / naive["lstm_s"],
                 "ratio_ours_over_adam": ours / naive["adam_s"],
@@ -263,6 +326,17 @@ def main() -> None:
     print(f"{'workload':26s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
     for r in rows:
         size = r.get("n", r.get("batch"))
+        if "error" in r or r["workload"] == "pallas_vs_xla":
+            print(
+                f"{r['workload']:26s} {size or 0:>10d}  "
+                + (
+                    r.get("error")
+                    or ", ".join(
+                        f"{k} {v:.3g}" for k, v in r.items() if k not in ("workload", "n", "device")
+                    )
+                )
+            )
+            continue
         extra = (
             f"the arithmetic alone, {r['gflops']:.0f} GFLOP/s"
             if "in cache" in r["workload"]

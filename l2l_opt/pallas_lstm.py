@@ -130,6 +130,8 @@ def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, block: int):
 
 
 def _pallas(theta, feats_FxN, state, config, block, num_warps, interpret):
+    block = BLOCK if block is None else block
+    num_warps = NUM_WARPS if num_warps is None else num_warps
     num_feats, n = feats_FxN.shape
     prepared = prepare(theta, config)
     flat_state = [a for s in state for a in (s.hidden, s.cell)]
@@ -168,7 +170,7 @@ def reference(theta, feats_FxN, state, config):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def apply(theta, feats_FxN, state, config, block=BLOCK, num_warps=NUM_WARPS, interpret=None):
+def apply(theta, feats_FxN, state, config, block=None, num_warps=None, interpret=None):
     """One network step in the kernel: ``(update_N, new_state)``, the state in its own dtype.
 
     Args:
@@ -176,7 +178,8 @@ def apply(theta, feats_FxN, state, config, block=BLOCK, num_warps=NUM_WARPS, int
       feats_FxN: float32 features ``[F, N]`` (see `l2l_opt.preprocessing`).
       state: per layer ``hk.LSTMState([H, N], [H, N])``, float32 or bfloat16.
       config: the architecture (see `check_config`).
-      block, num_warps: coordinates per program and warps per program (Triton).
+      block, num_warps: coordinates and warps per program (Triton); default `BLOCK`,
+        `NUM_WARPS`.
       interpret: run in Pallas' interpret mode; ``None``: on CPU only.
     """
     return _pallas(theta, feats_FxN, state, config, block, num_warps, interpret)
