@@ -49,10 +49,11 @@ def check_config(config: LSTMOptConfig) -> None:
         )
 
 
-def fits(n: int, dtype) -> bool:
-    """Whether a leaf of `n` coordinates with features of `dtype` runs in the kernel:
-    float32 and at least one block (smaller or wider leaves take the XLA path)."""
-    return n >= BLOCK and jnp.dtype(dtype) == jnp.float32
+def fits(n: int, dtype, config: LSTMOptConfig) -> bool:
+    """Whether a leaf of `n` coordinates with features of `dtype` runs in the kernel: float32,
+    at least one block, and each ``[H, n]`` state array under 2^31 elements (Triton's
+    offsets are 32-bit). Other leaves take the XLA path."""
+    return n >= BLOCK and jnp.dtype(dtype) == jnp.float32 and config.hidden_size * n < 2**31
 
 
 def prepare(theta: hk.Params, config: LSTMOptConfig) -> dict:

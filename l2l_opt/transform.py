@@ -56,7 +56,8 @@ def scale_by_lstm(
       kernel: ``"xla"`` (default): the network as XLA operations (`l2l_opt.lstm`);
         ``"pallas"``: one fused Pallas kernel per leaf (`l2l_opt.pallas_lstm`, for NVIDIA
         GPUs; on CPU it runs in interpret mode, slowly). Both compute the same function;
-        leaves under 128 coordinates or with float64 gradients take the XLA path.
+        leaves the kernel does not take (`l2l_opt.pallas_lstm.fits`: under 128
+        coordinates, float64, or over 2^31 / H coordinates) take the XLA path.
 
     Returns:
       A `GradientTransformationExtraArgs`; its update accepts and ignores ``value=`` and
@@ -120,7 +121,7 @@ def scale_by_lstm(
                 mv = (m, v)
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
-            if kernel == "pallas" and pallas_lstm.fits(g_N.size, feats.dtype):
+            if kernel == "pallas" and pallas_lstm.fits(g_N.size, feats.dtype, config):
                 u_N, new_s = pallas_lstm.apply(theta, feats, s, config)
             else:
                 # Stored state may be bfloat16; the step runs in the features' dtype.
