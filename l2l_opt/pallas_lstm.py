@@ -162,12 +162,9 @@ def _pallas(theta, feats_FxN, state, config, block, num_warps, interpret):
 
 
 def reference(theta, feats_FxN, state, config):
-    """What the kernel computes, with XLA (`lstm._forward_columns`): the state is cast to
-    the features' dtype for the step and the new state back to the state's dtype."""
-    dtypes = jax.tree.map(lambda a: a.dtype, state)
-    s = jax.tree.map(lambda a: a.astype(feats_FxN.dtype), state)
-    u_N, new = lstm._forward_columns(theta, feats_FxN, s, config)
-    return u_N, jax.tree.map(lambda a, d: a.astype(d), new, dtypes)
+    """What the kernel computes, with XLA: `lstm.apply_features` in one piece (its state
+    cast to the features' dtype for the step, the new state back to the state's dtype)."""
+    return lstm.apply_features(theta, feats_FxN, state, config, chunk=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))

@@ -121,11 +121,10 @@ def scale_by_lstm(
                 mv = (m, v)
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
+            # Stored state may be bfloat16; the step runs in the features' dtype.
             if kernel == "pallas" and pallas_lstm.fits(g_N.size, feats.dtype, config):
                 u_N, new_s = pallas_lstm.apply(theta, feats, s, config)
             else:
-                # Stored state may be bfloat16; the step runs in the features' dtype.
-                s = jax.tree.map(lambda a, dtype=feats.dtype: a.astype(dtype), s)
                 u_N, new_s = lstm.apply_features(theta, feats, s, config)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
