@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from l2l_opt import checkpoint, lstm, pallas_lstm, preprocessing, pretrained
+from l2l_opt import checkpoint, lstm, preprocessing, pretrained
 from l2l_opt.config import LSTMOptConfig
 
 
@@ -28,13 +28,23 @@ def _compute_dtype(dtype) -> jnp.dtype:
 KERNELS = ("xla", "pallas")
 
 
+def pallas_module():
+    """`l2l_opt.pallas_lstm`, imported on first use (Pallas' Triton bindings are part of
+    jaxlib, but not needed by the default path): ImportError says what is missing."""
+    try:
+        from l2l_opt import pallas_lstm  # noqa: PLC0415 (on first use, see above)
+    except ImportError as e:
+        raise ImportError(f"kernel='pallas' needs jax.experimental.pallas.triton: {e}") from e
+    return pallas_lstm
+
+
 def check_kernel(kernel: str, config: LSTMOptConfig) -> None:
     """Raises ValueError unless `kernel` is one of `KERNELS` and can run `config`."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is invalid: must be one of {list(KERNELS)}")
     if kernel == "pallas":
         for c in [config.unpartitioned()] if config.groups() else [config]:
-            pallas_lstm.check_config(c)
+            pallas_module().check_config(c)
 
 
 def scale_by_lstm(
@@ -86,6 +96,7 @@ def scale_by_lstm(
         )
 
     use_moments = config.preprocessing == "adam"
+    pallas = pallas_module() if kernel == "pallas" else None
 
     def init_fn(params):
         def leaf_state(p):
@@ -122,8 +133,8 @@ def scale_by_lstm(
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
             # Stored state may be bfloat16; the step runs in the features' dtype.
-            if kernel == "pallas" and pallas_lstm.fits(g_N.size, feats.dtype, config):
-                u_N, new_s = pallas_lstm.apply(theta, feats, s, config)
+            if pallas and pallas.fits(g_N.size, feats.dtype, config):
+                u_N, new_s = pallas.apply(theta, feats, s, config)
             else:
                 u_N, new_s = lstm.apply_features(theta, feats, s, config)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))

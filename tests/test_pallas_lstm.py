@@ -2,6 +2,7 @@
 lowering to Triton for CUDA, checked here without a GPU."""
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -150,3 +151,16 @@ def test_kernel_choice_errors_name_the_problem(tiny_theta):
         l2l_opt.learned_opt(
             lstm.init_theta(jax.random.key(0), linear), config=linear, kernel="pallas"
         )
+
+
+def test_default_path_works_without_pallas(monkeypatch):
+    """The kernel's module is imported on first use, so a jaxlib without Pallas' Triton
+    bindings still runs the default path, and asking for the kernel says what is missing."""
+    monkeypatch.delattr(l2l_opt, "pallas_lstm", raising=False)
+    monkeypatch.setitem(sys.modules, "l2l_opt.pallas_lstm", None)  # import fails
+    params = {"w": jnp.ones(200)}
+    tx = l2l_opt.learned_opt()
+    updates, _ = tx.update(params, tx.init(params))
+    assert np.all(np.isfinite(updates["w"]))
+    with pytest.raises(ImportError, match=r"kernel='pallas' needs jax.experimental.pallas.triton"):
+        l2l_opt.learned_opt(kernel="pallas")
