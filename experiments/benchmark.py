@@ -33,7 +33,8 @@ error, and the benchmark goes on.
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
-  python experiments/benchmark.py --gpu --only meta   # one half (a fresh process each)
+  python experiments/benchmark.py --gpu --only meta   # one part (a fresh process each):
+                                                      # opt_step, pallas or meta
   python experiments/benchmark.py --huge-pages        # malloc in transparent huge pages
 
 On CPU, glibc's malloc maps each large buffer afresh and the kernel faults it in 4 KiB page
@@ -204,7 +205,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpu", action="store_true", help="GPU sizes")
     parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--only", choices=["opt_step", "meta"], default=None)
+    parser.add_argument(
+        "--only",
+        choices=["opt_step", "pallas", "meta"],
+        default=None,
+        help="one part: the optimizer step (XLA path), the Pallas kernel (GPU; with the "
+        "reference and the XLA path's float32 row beside it), or meta-training",
+    )
     parser.add_argument(
         "--kernels",
         default="64x4,128x4,128x8,256x8",
@@ -228,15 +235,17 @@ def main() -> None:
     print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9, "glibc_tunables": tunables}),
           flush=True)  # fmt: skip
     # (label, state dtype, CPU blocks, kernel, (block, warps) or None)
-    variants = [("", "float32", True, "xla", None), ("[bf16]", "bfloat16", True, "xla", None)]
-    if jax.default_backend() == "cpu":
-        variants.insert(1, ("[no blocks]", "float32", False, "xla", None))
-    else:  # the Pallas kernel; interpret mode on CPU would measure nothing of interest
+    variants = [("", "float32", True, "xla", None)]
+    if args.only != "pallas":
+        variants.append(("[bf16]", "bfloat16", True, "xla", None))
+        if jax.default_backend() == "cpu":
+            variants.insert(1, ("[no blocks]", "float32", False, "xla", None))
+    pallas = args.only in (None, "pallas") and jax.default_backend() != "cpu"
+    if pallas:  # the fused kernel (interpret mode on CPU would measure nothing of interest)
         for bw in args.kernels.split(","):
             block, warps = map(int, bw.split("x"))
             variants.append((f"[pallas {bw}]", "float32", True, "pallas", (block, warps)))
         variants.append(("[bf16, pallas]", "bfloat16", True, "pallas", None))
-    if args.only != "meta" and jax.default_backend() != "cpu":
         try:
             emit(rows, {"workload": "pallas_vs_xla", "n": 1_000_000,
                         **kernel_differences(1_000_000)})  # fmt: skip
@@ -273,7 +282,7 @@ def main() -> None:
                 "gbytes_per_s": per_coord * n / ours / 1e9,
                 "memory_bound_s": bound, "ratio_ours_over_memory_bound": ours / bound,
             })  # fmt: skip
-    if args.only != "meta" and not args.gpu:
+    if args.only in (None, "opt_step") and not args.gpu:
         n = sizes[-1]
         for layout in ("columns", "rows"):
             seconds = in_cache_seconds(n, layout)
@@ -298,7 +307,7 @@ def main() -> None:
         meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[copies]", 1024))
     naive_of = {}
     for workload, problem, batch, remat, label, copies in (
-        meta_rows if args.only != "opt_step" else []
+        meta_rows if args.only in (None, "meta") else []
     ):
         if workload not in naive_of:  # one reference measurement per workload
             naive_of[workload] = getattr(ref, workload)(batch)

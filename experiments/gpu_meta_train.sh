@@ -10,7 +10,7 @@
 #   bash experiments/gpu_meta_train.sh                      # everything, from scratch
 #   BENCH=0 MNIST="" MNIST_AFTER="" CONV=conv_fc bash experiments/gpu_meta_train.sh
 # Settings (environment):
-#   BENCH=1         first run experiments/benchmark.py --gpu alone (clean timings)
+#   BENCH=1         first run experiments/benchmark.py --gpu alone (clean timings; three parts)
 #   MNIST=...       MNIST variants trained in parallel (default: paper adam_start adam_start_fast)
 #   MNIST_AFTER=... variants that start from adam_start_fast's weights, trained after it
 #   CONV=...        conv variants trained in parallel (default: shared conv_fc)
@@ -41,12 +41,13 @@ start=$(date +%s)
 left() { echo $(( DEADLINE - ($(date +%s) - start) )); }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c "import jax; print(jax.__version__, jax.devices())" 2>&1; } > runs/logs/gpu.txt
-if [ "$BENCH" = 1 ]; then  # two processes: each half needs most of the GPU's memory
-  for half in opt_step meta; do
-    timeout "${BENCH_TIMEOUT:-300}" $PY experiments/benchmark.py --gpu --only $half \
-      > runs/logs/benchmark_gpu_$half.log 2>&1
+if [ "$BENCH" = 1 ]; then  # one process per part: each needs most of the GPU's memory, and
+  # a failing kernel in the pallas part cannot spoil the others
+  for part in opt_step pallas meta; do
+    timeout "${BENCH_TIMEOUT:-300}" $PY experiments/benchmark.py --gpu --only $part \
+      > runs/logs/benchmark_gpu_$part.log 2>&1
     rc=$?
-    echo "benchmark $half exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
+    echo "benchmark $part exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
   done
 fi
 (
