@@ -15,7 +15,8 @@ for full float32).
 
 The kernel runs forward only; its derivative (`jax.custom_vjp`) is the XLA path's, so
 meta-gradients through it are those of `lstm.apply_features`. On CPU it runs in Pallas'
-interpret mode: correct and slow, for tests.
+interpret mode: correct and slow, for tests. XLA's SPMD partitioner cannot split the kernel: for
+parameters sharded over devices, use the XLA path or call it inside `shard_map`.
 """
 
 import functools
