@@ -83,6 +83,15 @@ def prepare(theta: hk.Params, config: LSTMOptConfig) -> dict:
 
 
 def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, block: int):
+    r"""One program: coordinates ``[i * block, (i + 1) * block)``, all layers and the head.
+
+    .. math::
+      z_q = W^h_q h + W^x_q x + b_q, \quad
+      c' = \sigma(z_f + 1) c + \sigma(z_i) \tanh(z_g), \quad h' = \sigma(z_o) \tanh(c'),
+
+    with x the features (layer 0) or the layer below's h'; then
+    ``u = output_scale * (w_head . h' + b_head + w_skip . feats)``.
+    """
     h, hp, layers = config.hidden_size, padded(config.hidden_size), config.num_layers
     refs = list(refs)
     take = lambda k: [refs.pop(0) for _ in range(k)]
