@@ -159,9 +159,17 @@ def apply_features(
 
 def _cast_step(theta, feats_FxN, state, config):
     """`_forward_columns` on the state cast to the features' dtype; the new state cast back."""
+    return _in_features_dtype(
+        functools.partial(_forward_columns, config=config), theta, feats_FxN, state
+    )
+
+
+def _in_features_dtype(step, theta, feats_FxN, state):
+    """``step(theta, feats_FxN, state)`` on the state cast to the features' dtype, the new
+    state cast back to the state's own."""
     dtypes = jax.tree.map(lambda a: a.dtype, state)
     wide = jax.tree.map(lambda a: a.astype(feats_FxN.dtype), state)
-    u_N, new_state = _forward_columns(theta, feats_FxN, wide, config)
+    u_N, new_state = step(theta, feats_FxN, wide)
     return u_N, jax.tree.map(lambda a, dtype: a.astype(dtype), new_state, dtypes)
 
 
@@ -215,12 +223,8 @@ def _blocks_of_bits(theta, feats_FxN, state, config, chunk):
 
 @_blocks_of_bits.defjvp
 def _blocks_of_bits_jvp(config, chunk, primals, tangents):
-    def cast_first(theta, feats_FxN, state):
-        dtypes = jax.tree.map(lambda a: a.dtype, state)
-        wide = jax.tree.map(lambda a: a.astype(feats_FxN.dtype), state)
-        u_N, new_state = _blocks(theta, feats_FxN, wide, config, chunk)
-        return u_N, jax.tree.map(lambda a, dtype: a.astype(dtype), new_state, dtypes)
-
+    blocks = functools.partial(_blocks, config=config, chunk=chunk)
+    cast_first = functools.partial(_in_features_dtype, blocks)
     return jax.jvp(cast_first, primals, tangents)
 
 
