@@ -23,9 +23,8 @@ none, so the rows are the same), [in cache, columns|rows] (on CPU: the network's
 alone, one cache-resident block of 8,192 coordinates run N / 8,192 times, on our
 coordinates-last arrays or as the hk.LSTM network on [N, H] rows), and for meta-training
 [copies] and [shared theta] (one copy of theta per task, `l2l_opt.meta_train.copies_from`,
-forced on or off: on CPU the default has copies for the MNIST MLP and not for quadratics,
-on GPU none). On GPU only: [pallas BxW] (`learned_opt(kernel="pallas")`, the fused Pallas
-kernel of `l2l_opt.pallas_lstm` with B coordinates and W warps per program, `--kernels`),
+forced on or off: by default the MNIST MLP has copies and quadratics do not). On GPU
+only: [pallas BxW] (`learned_opt(kernel="pallas")`, the fused Pallas kernel of `l2l_opt.pallas_lstm` with B coordinates and W warps per program, `--kernels`),
 [bf16, pallas], and a row pallas_vs_xla: the largest differences between the kernel's and
 the XLA path's updates and states after 3 steps on 1M coordinates, under JAX's default
 matmul precision and under "highest". A kernel that fails to compile gives a row with its
@@ -293,18 +292,15 @@ def main() -> None:
                 seconds / naive["lstm_s"], "gflops": FLOPS_PER_COORD * n / seconds / 1e9,
             })  # fmt: skip
     # (workload, problem, batch, remat, label, copies_from): the last overrides
-    # meta_train.copies_from (one copy of theta per task; on CPU by default) unless it is ....
+    # meta_train.copies_from (one copy of theta per task, for large leaves) unless it is ....
     meta_rows = [
         ("meta_quad", "quadratic", quad_batch, True, "", ...),
         ("meta_quad", "quadratic", quad_batch, False, "[no remat]", ...),
         ("meta_mlp", "mnist_mlp", mlp_batch, True, "", ...),
         ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", ...),
     ]
-    if jax.default_backend() == "cpu":
-        meta_rows.insert(1, ("meta_quad", "quadratic", quad_batch, True, "[copies]", 1))
-        meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", None))
-    else:
-        meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[copies]", 1024))
+    meta_rows.insert(1, ("meta_quad", "quadratic", quad_batch, True, "[copies]", 1))
+    meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", None))
     naive_of = {}
     for workload, problem, batch, remat, label, copies in (
         meta_rows if args.only in (None, "meta") else []
