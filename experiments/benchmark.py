@@ -24,11 +24,15 @@ alone, one cache-resident block of 8,192 coordinates run N / 8,192 times, on our
 coordinates-last arrays or as the hk.LSTM network on [N, H] rows), and for meta-training
 [copies] and [shared theta] (one copy of theta per task, `l2l_opt.meta_train.copies_from`,
 forced on or off: by default the MNIST MLP has copies and quadratics do not). On GPU
-only: [pallas BxW] (`learned_opt(kernel="pallas")`, the fused Pallas kernel of `l2l_opt.pallas_lstm` with B coordinates and W warps per program, `--kernels`),
-[bf16, pallas], and a row pallas_vs_xla: the largest differences between the kernel's and
-the XLA path's updates and states after 3 steps on 1M coordinates, under JAX's default
-matmul precision and under "highest". A kernel that fails to compile gives a row with its
-error, and the benchmark goes on.
+only: [pallas T] (`learned_opt(kernel="pallas")`, the fused Pallas kernel of
+`l2l_opt.pallas_lstm` with tiling T, `--kernels`: BxW is B coordinates and W warps per
+program, a suffix t transposed tiles, s the sigmoid through tanh; see `pallas_lstm.Tiling`;
+a suffix a, a diagnostic: PTX's approximate tanh instead of the optimizer's arithmetic),
+[bf16, pallas] (the default tiling), a row pallas_vs_xla: the largest differences between
+the kernel's (default tiling) and the XLA path's updates and states after 3 steps on the
+first size's coordinates, under JAX's default matmul precision and under "highest", and a
+row pallas_vs_xla[T] per tiling under the default precision. A kernel that fails to compile
+gives a row with its error, and the benchmark goes on.
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -47,6 +51,7 @@ import functools
 import gc
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -104,14 +109,15 @@ def ours_opt_step(n: int, state_dtype: str = "float32", kernel: str = "xla") -> 
     return median_seconds(step, params, g, tx.init(params))
 
 
-def kernel_differences(n: int) -> dict:
-    """Largest differences between the Pallas kernel's step and the XLA path's on n
-    coordinates, under JAX's default matmul precision and under "highest" (full float32)."""
+def kernel_differences(n: int, precisions=("default", "highest")) -> dict:
+    """Largest differences between the Pallas kernel's step (`pallas_lstm.DEFAULT_TILING`)
+    and the XLA path's on n coordinates, under JAX's default matmul precision and under
+    "highest" (full float32)."""
     config = l2l_opt.LSTMOptConfig()
     theta = lstm.init_theta(jax.random.PRNGKey(0), config)
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
     out = {}
-    for precision in ("default", "highest"):
+    for precision in precisions:
         with jax.default_matmul_precision(None if precision == "default" else precision):
             results = []
             for kernel in ("xla", "pallas"):
@@ -128,6 +134,28 @@ def kernel_differences(n: int) -> dict:
             for a, b in zip(*map(jax.tree.leaves, (results[0][1], results[1][1])), strict=True)
         )
     return out
+
+
+def parse_tiling(spec: str) -> tuple[pallas_lstm.Tiling, bool]:
+    """``"64x4"`` (coordinates x warps per program), with ``t`` (transposed tiles), ``s``
+    (sigmoid through tanh) and/or ``a`` appended: ``(pallas_lstm.Tiling, a)``. ``a`` is a
+    diagnostic: the kernel's tanh becomes PTX's tanh.approx.f32, which is not the
+    optimizer's arithmetic; its time says how much the elementwise work costs."""
+    m = re.fullmatch(r"(\d+)x(\d+)([tsa]*)", spec)
+    if m is None:
+        raise ValueError(f"--kernels entry {spec!r} is not BxW[t][s][a], e.g. 64x4 or 64x4ts")
+    return pallas_lstm.Tiling(int(m[1]), int(m[2]), "t" in m[3], "s" in m[3]), "a" in m[3]
+
+
+@contextlib.contextmanager
+def tiled(tiling: pallas_lstm.Tiling, approx: bool = False):
+    """The Pallas kernel with `tiling` (and, if `approx`, PTX's approximate tanh)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(pallas_lstm, "DEFAULT_TILING", tiling))
+        if approx:
+            tanh = pallas_lstm.pltriton.approx_tanh
+            stack.enter_context(mock.patch.object(pallas_lstm, "_tanh", tanh))
+        yield
 
 
 def in_cache_seconds(n: int, layout: str) -> float:
@@ -205,6 +233,12 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="GPU sizes")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument(
+        "--sizes",
+        default=None,
+        help="optimizer-step sizes, comma-separated (default: 100000,1000000 on CPU; "
+        "1000000,10000000,50000000 with --gpu); the kernel's differences use the first",
+    )
+    parser.add_argument(
         "--only",
         choices=["opt_step", "pallas", "meta"],
         default=None,
@@ -213,8 +247,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--kernels",
-        default="64x4,128x4,128x8,256x8",
-        help="GPU: the Pallas kernel's (coordinates per program)x(warps) to measure",
+        default="64x4,64x4s,64x4t,64x4ts,128x4ts,128x8ts,256x8ts,32x2s,64x2s,64x4tsa",
+        help="GPU: the Pallas kernel's tilings to measure, BxW[t][s][a]: B coordinates and W "
+        "warps per program, t transposed tiles, s the sigmoid through tanh, a approximate "
+        "tanh (a diagnostic)",
     )
     parser.add_argument(
         "--huge-pages",
@@ -228,12 +264,14 @@ def main() -> None:
         env = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, HUGE_PAGES]))}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     sizes = [1_000_000, 10_000_000, 50_000_000] if args.gpu else [100_000, 1_000_000]
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
     mlp_batch, quad_batch = (64, 1024) if args.gpu else (4, 128)
     rows: list[dict] = []
     bandwidth = stream_bandwidth(256_000_000 if args.gpu else 64_000_000)
     print(json.dumps({"stream_bandwidth_gb_per_s": bandwidth / 1e9, "glibc_tunables": tunables}),
           flush=True)  # fmt: skip
-    # (label, state dtype, CPU blocks, kernel, (block, warps) or None)
+    # (label, state dtype, CPU blocks, kernel, pallas_lstm.Tiling or None)
     variants = [("", "float32", True, "xla", None)]
     if args.only != "pallas":
         variants.append(("[bf16]", "bfloat16", True, "xla", None))
@@ -241,26 +279,34 @@ def main() -> None:
             variants.insert(1, ("[no blocks]", "float32", False, "xla", None))
     pallas = args.only in (None, "pallas") and jax.default_backend() != "cpu"
     if pallas:  # the fused kernel (interpret mode on CPU would measure nothing of interest)
-        for bw in args.kernels.split(","):
-            block, warps = map(int, bw.split("x"))
-            variants.append((f"[pallas {bw}]", "float32", True, "pallas", (block, warps)))
+        tilings = [(spec, parse_tiling(spec)) for spec in args.kernels.split(",")]
+        for spec, tiling in tilings:
+            variants.append((f"[pallas {spec}]", "float32", True, "pallas", tiling))
         variants.append(("[bf16, pallas]", "bfloat16", True, "pallas", None))
         try:
-            emit(rows, {"workload": "pallas_vs_xla", "n": 1_000_000,
-                        **kernel_differences(1_000_000)})  # fmt: skip
+            emit(rows, {"workload": "pallas_vs_xla", "n": sizes[0],
+                        **kernel_differences(sizes[0])})  # fmt: skip
         except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
             emit(rows, {"workload": "pallas_vs_xla", "error": f"{type(e).__name__}: {e}"[:2000]})
         release_memory()
+        for spec, tiling in tilings:  # each tiling's own differences, default precision
+            try:
+                with tiled(*tiling):
+                    diffs = kernel_differences(sizes[0], ("default",))
+                emit(rows, {"workload": f"pallas_vs_xla[{spec}]", "n": sizes[0], **diffs})
+            except Exception as e:  # noqa: BLE001 (as above)
+                emit(rows, {"workload": f"pallas_vs_xla[{spec}]", "n": sizes[0],
+                            "error": f"{type(e).__name__}: {e}"[:2000]})  # fmt: skip
+            release_memory()
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
-        for label, state_dtype, blocks, kernel, block_warps in variants:
+        for label, state_dtype, blocks, kernel, tiling in variants:
             per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
             patches = contextlib.ExitStack()
             if not blocks:
                 patches.enter_context(mock.patch.object(lstm, "default_chunk", lambda: 0))
-            if block_warps:
-                patches.enter_context(mock.patch.object(pallas_lstm, "BLOCK", block_warps[0]))
-                patches.enter_context(mock.patch.object(pallas_lstm, "NUM_WARPS", block_warps[1]))
+            if tiling:
+                patches.enter_context(tiled(*tiling))
             try:
                 with patches:
                     ours = ours_opt_step(n, state_dtype, kernel)
@@ -331,7 +377,7 @@ def main() -> None:
     print(f"{'workload':26s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
     for r in rows:
         size = r.get("n", r.get("batch"))
-        if "error" in r or r["workload"] == "pallas_vs_xla":
+        if "error" in r or r["workload"].startswith("pallas_vs_xla"):
             print(
                 f"{r['workload']:26s} {size or 0:>10d}  "
                 + (

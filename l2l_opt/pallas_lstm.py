@@ -20,6 +20,7 @@ parameters sharded over devices, use the XLA path or call it inside `shard_map`.
 """
 
 import functools
+from typing import NamedTuple
 
 import haiku as hk
 import jax
@@ -30,9 +31,34 @@ from jax.experimental.pallas import triton as pltriton
 from l2l_opt import lstm
 from l2l_opt.config import LSTMOptConfig
 
-BLOCK = 128  # coordinates per program
-NUM_WARPS = 8
+MIN_COORDS = 128  # smaller leaves take the XLA path
 MAX_HIDDEN = 64  # larger H would not fit a block's state in registers
+
+
+class Tiling(NamedTuple):
+    r"""How the kernel splits and computes its work (the same results, to rounding).
+
+    Attributes:
+      block: coordinates per program.
+      num_warps: Triton warps per program.
+      transposed: hold the tiles as ``[block, HP]`` and compute ``z^T = h^T W^T``, so that
+        the state is the products' left operand (which Triton can keep in registers and
+        chain from one product's result), instead of ``[HP, block]`` tiles and ``z = W h``.
+      tanh_sigmoid: compute :math:`\sigma(x) = (1 + \tanh(x / 2)) / 2`, one tanh, instead
+        of :math:`1 / (1 + e^{-x})`, an exponential and a division.
+    """
+
+    block: int = 128
+    num_warps: int = 8
+    transposed: bool = False
+    tanh_sigmoid: bool = False
+
+
+DEFAULT_TILING = Tiling()  # read at call time
+# The kernel's tanh, read at trace time: experiments/benchmark.py swaps in
+# `pltriton.approx_tanh` (one PTX instruction, relative error about 2^-11) to measure how
+# much of the kernel's time the elementwise work takes.
+_tanh = jnp.tanh
 
 
 def padded(h: int) -> int:
@@ -52,15 +78,15 @@ def check_config(config: LSTMOptConfig) -> None:
 
 def fits(n: int, dtype, config: LSTMOptConfig) -> bool:
     """Whether a leaf of `n` coordinates with features of `dtype` runs in the kernel: float32,
-    at least one block, and each ``[H, n]`` state array under 2^31 elements (Triton's
+    at least `MIN_COORDS`, and each ``[H, n]`` state array under 2^31 elements (Triton's
     offsets are 32-bit). Other leaves take the XLA path."""
-    return n >= BLOCK and jnp.dtype(dtype) == jnp.float32 and config.hidden_size * n < 2**31
+    return n >= MIN_COORDS and jnp.dtype(dtype) == jnp.float32 and config.hidden_size * n < 2**31
 
 
-def prepare(theta: hk.Params, config: LSTMOptConfig) -> dict:
+def prepare(theta: hk.Params, config: LSTMOptConfig, transposed: bool = False) -> dict:
     """`theta` as the kernel reads it: per layer ``wx [4, HP, F or HP]``, ``wh [4, HP, HP]``,
-    ``b [4, HP]`` (gate q's weights transposed, zero-padded), ``head [HP]``, ``head_b [1]``,
-    ``skip [F]``."""
+    ``b [4, HP]`` (gate q's weights transposed, zero-padded; with `transposed`, ``wx`` and
+    ``wh`` as ``[4, F or HP, HP]``), ``head [HP]``, ``head_b [1]``, ``skip [F]``."""
     h, hp = config.hidden_size, padded(config.hidden_size)
     layers = []
     for i in range(config.num_layers):
@@ -70,6 +96,8 @@ def prepare(theta: hk.Params, config: LSTMOptConfig) -> dict:
         pad_in = 0 if i == 0 else hp - fin
         wx = jnp.pad(gates(lin["w"][:fin]), ((0, 0), (0, hp - h), (0, pad_in)))
         wh = jnp.pad(gates(lin["w"][fin:]), ((0, 0), (0, hp - h), (0, hp - h)))
+        if transposed:
+            wx, wh = jnp.swapaxes(wx, 1, 2), jnp.swapaxes(wh, 1, 2)
         b = jnp.pad(jnp.reshape(lin["b"], (4, h)), ((0, 0), (0, hp - h)))
         layers.append((wx, wh, b))
     out = {
@@ -82,7 +110,7 @@ def prepare(theta: hk.Params, config: LSTMOptConfig) -> dict:
     return jax.tree.map(lambda a: a.astype(jnp.float32), out)
 
 
-def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, block: int):
+def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, tiling: Tiling):
     r"""One program: coordinates ``[i * block, (i + 1) * block)``, all layers and the head.
 
     .. math::
@@ -90,9 +118,11 @@ def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, block: int):
       c' = \sigma(z_f + 1) c + \sigma(z_i) \tanh(z_g), \quad h' = \sigma(z_o) \tanh(c'),
 
     with x the features (layer 0) or the layer below's h'; then
-    ``u = output_scale * (w_head . h' + b_head + w_skip . feats)``.
+    ``u = output_scale * (w_head . h' + b_head + w_skip . feats)``. Tiles are ``[HP, block]``
+    (or, `tiling.transposed`, ``[block, HP]`` and every product transposed).
     """
     h, hp, layers = config.hidden_size, padded(config.hidden_size), config.num_layers
+    block, flip = tiling.block, tiling.transposed
     refs = list(refs)
     take = lambda k: [refs.pop(0) for _ in range(k)]
     (feats_ref,) = take(1)
@@ -106,45 +136,58 @@ def _kernel(*refs, n: int, config: LSTMOptConfig, num_feats: int, block: int):
     col_ok = col < n
     ok = (jax.lax.broadcasted_iota(jnp.int32, (hp, block), 0) < h) & col_ok[None, :]
     rows = lambda ref: ref.at[pl.ds(0, hp), :]
-    load = lambda ref: pltriton.load(rows(ref), mask=ok, other=0).astype(jnp.float32)
-    store = lambda ref, v: pltriton.store(rows(ref), v.astype(ref.dtype), mask=ok)
-    # Each feature as a [1, block] row.
+    # Memory holds [H, n]; a transposed tile is loaded as [HP, block] and flipped in registers.
+    orient = (lambda v: v.T) if flip else (lambda v: v)
+    load = lambda ref: orient(pltriton.load(rows(ref), mask=ok, other=0).astype(jnp.float32))
+    store = lambda ref, v: pltriton.store(rows(ref), orient(v).astype(ref.dtype), mask=ok)
+    # Each feature as a [1, block] row (transposed: a [block, 1] column).
     feats_at = lambda k: feats_ref.at[pl.ds(k, 1), :]
     feats = [pltriton.load(feats_at(k), mask=col_ok[None, :], other=0) for k in range(num_feats)]
+    # A vector over hidden units, broadcast along the coordinates.
+    across = (lambda v: v[None, :]) if flip else (lambda v: v[:, None])
+    tanh = _tanh
+    sigmoid = (lambda z: 0.5 + 0.5 * tanh(0.5 * z)) if tiling.tanh_sigmoid else jax.nn.sigmoid
 
     x = None
     for i, (wx_ref, wh_ref, b_ref) in enumerate(weights):
         h_prev, c_prev = load(state_refs[2 * i]), load(state_refs[2 * i + 1])
 
         def gate(q, i=i, wx_ref=wx_ref, wh_ref=wh_ref, b_ref=b_ref, h_prev=h_prev, x=x):
-            z = jnp.dot(wh_ref[q], h_prev) + b_ref[q][:, None]
+            if flip:
+                z = jnp.dot(h_prev, wh_ref[q]) + across(b_ref[q])
+            else:
+                z = jnp.dot(wh_ref[q], h_prev) + across(b_ref[q])
             if i == 0:
                 for k in range(num_feats):
-                    z = z + wx_ref[q, :, k][:, None] * feats[k]
+                    w_k = wx_ref[q, k, :] if flip else wx_ref[q, :, k]
+                    z = z + across(w_k) * orient(feats[k])
             else:
-                z = z + jnp.dot(wx_ref[q], x)
+                z = z + (jnp.dot(x, wx_ref[q]) if flip else jnp.dot(wx_ref[q], x))
             return z
 
         # hk.LSTM's gate order (i, g, f, o) and forget bias 1; one gate at a time, so
-        # that few [HP, block] tiles are live at once.
-        c = jax.nn.sigmoid(gate(0)) * jnp.tanh(gate(1))
-        c = c + jax.nn.sigmoid(gate(2) + 1) * c_prev
-        x = jax.nn.sigmoid(gate(3)) * jnp.tanh(c)
+        # that few tiles are live at once.
+        c = sigmoid(gate(0)) * tanh(gate(1))
+        c = c + sigmoid(gate(2) + 1) * c_prev
+        x = sigmoid(gate(3)) * tanh(c)
         store(new_refs[2 * i], x)
         store(new_refs[2 * i + 1], c)
 
-    u = jnp.sum(head_ref[...][:, None] * x, axis=0, keepdims=True) + head_b_ref[0]
+    if flip:
+        u = jnp.sum(x * across(head_ref[...]), axis=1)[None, :] + head_b_ref[0]
+    else:
+        u = jnp.sum(across(head_ref[...]) * x, axis=0, keepdims=True) + head_b_ref[0]
     if skip_ref is not None:
         for k in range(num_feats):
             u = u + skip_ref[k] * feats[k]
     pltriton.store(u_ref, u * config.output_scale, mask=col_ok[None, :])
 
 
-def _pallas(theta, feats_FxN, state, config, block, num_warps, interpret):
-    block = BLOCK if block is None else block
-    num_warps = NUM_WARPS if num_warps is None else num_warps
+def _pallas(theta, feats_FxN, state, config, tiling, interpret):
+    tiling = DEFAULT_TILING if tiling is None else tiling
+    block = tiling.block
     num_feats, n = feats_FxN.shape
-    prepared = prepare(theta, config)
+    prepared = prepare(theta, config, tiling.transposed)
     flat_state = [a for s in state for a in (s.hidden, s.cell)]
     weights = [w for layer in prepared["layers"] for w in layer]
     weights += [prepared["head"], prepared["head_b"]]
@@ -155,9 +198,9 @@ def _pallas(theta, feats_FxN, state, config, block, num_warps, interpret):
     cols = lambda a: pl.BlockSpec((a.shape[0], block), lambda i: (0, i))
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    params = {"compiler_params": pltriton.CompilerParams(num_warps=num_warps, num_stages=1)}
+    compiler = pltriton.CompilerParams(num_warps=tiling.num_warps, num_stages=1)
     u_1xN, *new_flat = pl.pallas_call(
-        functools.partial(_kernel, n=n, config=config, num_feats=num_feats, block=block),
+        functools.partial(_kernel, n=n, config=config, num_feats=num_feats, tiling=tiling),
         out_shape=[jax.ShapeDtypeStruct((1, n), jnp.float32)]
         + [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in flat_state],
         grid=(pl.cdiv(n, block),),
@@ -165,7 +208,7 @@ def _pallas(theta, feats_FxN, state, config, block, num_warps, interpret):
         out_specs=[pl.BlockSpec((1, block), lambda i: (0, i))] + [cols(a) for a in flat_state],
         interpret=interpret,
         name="l2l_lstm_step",
-        **({} if interpret else params),
+        **({} if interpret else {"compiler_params": compiler}),
     )(feats_FxN, *weights, *flat_state)
     new_state = tuple(hk.LSTMState(*new_flat[2 * i : 2 * i + 2]) for i in range(len(state)))
     return u_1xN[0], new_state
@@ -177,8 +220,8 @@ def reference(theta, feats_FxN, state, config):
     return lstm.apply_features(theta, feats_FxN, state, config, chunk=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def apply(theta, feats_FxN, state, config, block=None, num_warps=None, interpret=None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def apply(theta, feats_FxN, state, config, tiling=None, interpret=None):
     """One network step in the kernel: ``(update_N, new_state)``, the state in its own dtype.
 
     Args:
@@ -186,20 +229,19 @@ def apply(theta, feats_FxN, state, config, block=None, num_warps=None, interpret
       feats_FxN: float32 features ``[F, N]`` (see `l2l_opt.preprocessing`).
       state: per layer ``hk.LSTMState([H, N], [H, N])``, float32 or bfloat16.
       config: the architecture (see `check_config`).
-      block, num_warps: coordinates and warps per program (Triton); default `BLOCK`,
-        `NUM_WARPS`.
+      tiling: a `Tiling`; default `DEFAULT_TILING`.
       interpret: run in Pallas' interpret mode; ``None``: on CPU only.
     """
-    return _pallas(theta, feats_FxN, state, config, block, num_warps, interpret)
+    return _pallas(theta, feats_FxN, state, config, tiling, interpret)
 
 
-def _apply_fwd(theta, feats_FxN, state, config, block, num_warps, interpret):
-    out = _pallas(theta, feats_FxN, state, config, block, num_warps, interpret)
+def _apply_fwd(theta, feats_FxN, state, config, tiling, interpret):
+    out = _pallas(theta, feats_FxN, state, config, tiling, interpret)
     return out, (theta, feats_FxN, state)
 
 
-def _apply_bwd(config, block, num_warps, interpret, residuals, cotangents):
-    del block, num_warps, interpret
+def _apply_bwd(config, tiling, interpret, residuals, cotangents):
+    del tiling, interpret
     theta, feats_FxN, state = residuals
     _, vjp = jax.vjp(functools.partial(reference, config=config), theta, feats_FxN, state)
     return vjp(cotangents)

@@ -23,6 +23,11 @@ CONFIGS = [
     (LSTMOptConfig(preprocessing="identity", num_layers=3, hidden_size=33), 256),
     (LSTMOptConfig(state_dtype="bfloat16"), 129),
 ]
+Tiling = pallas_lstm.Tiling
+# Every configuration with the default tiling and with both options on; the options one at
+# a time on the first configuration.
+TILED = [(c, n, None) for c, n in CONFIGS] + [(c, n, Tiling(64, 4, True, True)) for c, n in CONFIGS]
+TILED += [(*CONFIGS[0], Tiling(64, 4, True, False)), (*CONFIGS[0], Tiling(64, 4, False, True))]
 
 
 def _inputs(config, n):
@@ -46,13 +51,13 @@ def _plain(theta, feats, state, config):
     return u, jax.tree.unflatten(jax.tree.structure(new), leaves)
 
 
-@pytest.mark.parametrize("config,n", CONFIGS)
-def test_kernel_equals_the_haiku_lstm(config, n):
+@pytest.mark.parametrize("config,n,tiling", TILED)
+def test_kernel_equals_the_haiku_lstm(config, n, tiling):
     """Tolerance: 1e-5 absolute on O(1) values (float32 products summed in another order);
     a bfloat16 state to one bfloat16 step (2^-7 relative: float32 values a rounding apart
     can round to neighbouring bfloat16 numbers)."""
     theta, feats, state = _inputs(config, n)
-    kernel = jax.jit(functools.partial(pallas_lstm.apply, config=config))
+    kernel = jax.jit(functools.partial(pallas_lstm.apply, config=config, tiling=tiling))
     (u_a, s_a), (u_b, s_b) = kernel(theta, feats, state), _plain(theta, feats, state, config)
     np.testing.assert_allclose(u_a, u_b, rtol=1e-5, atol=1e-5)
     bf16 = config.state_dtype == "bfloat16"
@@ -93,13 +98,13 @@ def test_kernel_under_vmap_runs_each_instance():
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("config,n", CONFIGS)
-def test_kernel_lowers_to_triton_for_cuda(config, n):
+@pytest.mark.parametrize("config,n,tiling", TILED)
+def test_kernel_lowers_to_triton_for_cuda(config, n, tiling):
     """Lowering for CUDA on this CPU-only machine runs the Pallas Triton lowering, which
     checks Triton's rules (power-of-two shapes, supported operations); what it cannot check
     is Triton's own compilation on a GPU."""
     theta, feats, state = _inputs(config, n)
-    apply = functools.partial(pallas_lstm.apply, config=config, interpret=False)
+    apply = functools.partial(pallas_lstm.apply, config=config, tiling=tiling, interpret=False)
     lowered = jax.jit(apply).trace(theta, feats, state).lower(lowering_platforms=("cuda",))
     text = lowered.as_text()
     assert text.count("__gpu$xla.gpu.triton") == 1 and "l2l_lstm_step" in text
