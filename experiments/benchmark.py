@@ -26,8 +26,9 @@ coordinates-last arrays or as the hk.LSTM network on [N, H] rows), and for meta-
 forced on or off: by default the MNIST MLP has copies and quadratics do not). On GPU
 only: [pallas T] (`learned_opt(kernel="pallas")`, the fused Pallas kernel of
 `l2l_opt.pallas_lstm` with tiling T, `--kernels`: BxW is B coordinates and W warps per
-program, a suffix t transposed tiles, s the sigmoid through tanh; see `pallas_lstm.Tiling`;
-a suffix a, a diagnostic: PTX's approximate tanh instead of the optimizer's arithmetic),
+program, suffixes t transposed tiles, s the sigmoid through tanh, r the rational tanh; see
+`pallas_lstm.Tiling`; a suffix a, a diagnostic: PTX's approximate tanh instead of the
+optimizer's arithmetic),
 [bf16, pallas] (the default tiling), a row pallas_vs_xla: the largest differences between
 the kernel's (default tiling) and the XLA path's updates and states after 3 steps on the
 first size's coordinates, under JAX's default matmul precision and under "highest", and a
@@ -138,13 +139,16 @@ def kernel_differences(n: int, precisions=("default", "highest")) -> dict:
 
 def parse_tiling(spec: str) -> tuple[pallas_lstm.Tiling, bool]:
     """``"64x4"`` (coordinates x warps per program), with ``t`` (transposed tiles), ``s``
-    (sigmoid through tanh) and/or ``a`` appended: ``(pallas_lstm.Tiling, a)``. ``a`` is a
-    diagnostic: the kernel's tanh becomes PTX's tanh.approx.f32, which is not the
-    optimizer's arithmetic; its time says how much the elementwise work costs."""
-    m = re.fullmatch(r"(\d+)x(\d+)([tsa]*)", spec)
+    (sigmoid through tanh), ``r`` (rational tanh) and/or ``a`` appended:
+    ``(pallas_lstm.Tiling, a)``. ``a`` is a diagnostic: the kernel's tanh becomes PTX's
+    tanh.approx.f32, which is not the optimizer's arithmetic; its time says how much the
+    elementwise work costs."""
+    m = re.fullmatch(r"(\d+)x(\d+)([tsra]*)", spec)
     if m is None:
-        raise ValueError(f"--kernels entry {spec!r} is not BxW[t][s][a], e.g. 64x4 or 64x4ts")
-    return pallas_lstm.Tiling(int(m[1]), int(m[2]), "t" in m[3], "s" in m[3]), "a" in m[3]
+        raise ValueError(f"--kernels entry {spec!r} is not BxW[t][s][r][a], e.g. 64x4ts")
+    flags = m[3]
+    tiling = pallas_lstm.Tiling(int(m[1]), int(m[2]), "t" in flags, "s" in flags, "r" in flags)
+    return tiling, "a" in flags
 
 
 @contextlib.contextmanager
@@ -247,10 +251,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--kernels",
-        default="64x4,64x4s,64x4t,64x4ts,128x4ts,128x8ts,256x8ts,32x2s,64x2s,64x4tsa",
-        help="GPU: the Pallas kernel's tilings to measure, BxW[t][s][a]: B coordinates and W "
-        "warps per program, t transposed tiles, s the sigmoid through tanh, a approximate "
-        "tanh (a diagnostic)",
+        default="64x4s,64x4ts,64x4sr,64x4tsr,128x4tsr,128x4tsa",
+        help="GPU: the Pallas kernel's tilings to measure, BxW[t][s][r][a]: B coordinates and "
+        "W warps per program, t transposed tiles, s the sigmoid through tanh, r the rational "
+        "tanh, a approximate tanh (a diagnostic); on an H200 each takes about 30 s",
     )
     parser.add_argument(
         "--huge-pages",

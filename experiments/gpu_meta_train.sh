@@ -10,7 +10,8 @@
 #   bash experiments/gpu_meta_train.sh                      # everything, from scratch
 #   BENCH=0 MNIST="" MNIST_AFTER="" CONV=conv_fc bash experiments/gpu_meta_train.sh
 # Settings (environment):
-#   BENCH=1         first run experiments/benchmark.py --gpu alone (clean timings; three parts)
+#   BENCH=1         first run experiments/benchmark.py --gpu alone (clean timings; three parts,
+#                   each for at most BENCH_TIMEOUT=420 s; the pallas part takes about 4 min)
 #   MNIST=...       MNIST variants trained in parallel (default: paper adam_start adam_start_fast)
 #   MNIST_AFTER=... variants that start from adam_start_fast's weights, trained after it
 #   CONV=...        conv variants trained in parallel (default: shared conv_fc)
@@ -44,7 +45,7 @@ left() { echo $(( DEADLINE - ($(date +%s) - start) )); }
 if [ "$BENCH" = 1 ]; then  # one process per part: each needs most of the GPU's memory, and
   # a failing kernel in the pallas part cannot spoil the others
   for part in opt_step pallas meta; do
-    timeout "${BENCH_TIMEOUT:-300}" $PY experiments/benchmark.py --gpu --only $part \
+    timeout "${BENCH_TIMEOUT:-420}" $PY experiments/benchmark.py --gpu --only $part \
       > runs/logs/benchmark_gpu_$part.log 2>&1
     rc=$?
     echo "benchmark $part exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
