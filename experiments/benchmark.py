@@ -28,12 +28,11 @@ only: [pallas T] (`learned_opt(kernel="pallas")`, the fused Pallas kernel of
 `l2l_opt.pallas_lstm` with tiling T, `--kernels`: BxW is B coordinates and W warps per
 program, suffixes t transposed tiles, s the sigmoid through tanh, r the rational tanh; see
 `pallas_lstm.Tiling`; a suffix a, a diagnostic: PTX's approximate tanh instead of the
-optimizer's arithmetic),
-[bf16, pallas] (the default tiling), a row pallas_vs_xla: the largest differences between
-the kernel's (default tiling) and the XLA path's updates and states after 3 steps on the
-first size's coordinates, under JAX's default matmul precision and under "highest", and a
-row pallas_vs_xla[T] per tiling under the default precision. A kernel that fails to compile
-gives a row with its error, and the benchmark goes on.
+optimizer's arithmetic), [bf16, pallas] (the default tiling), a row pallas_vs_xla: the
+largest differences between the kernel's (default tiling) and the XLA path's updates and
+states after 3 steps on the first size's coordinates, under JAX's default matmul precision
+and under "highest", and a row pallas_vs_xla[T] per tiling under the default precision. A
+kernel that fails to compile gives a row with its error, and the benchmark goes on.
 
   python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
   python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
@@ -345,12 +344,12 @@ def main() -> None:
     # meta_train.copies_from (one copy of theta per task, for large leaves) unless it is ....
     meta_rows = [
         ("meta_quad", "quadratic", quad_batch, True, "", ...),
+        ("meta_quad", "quadratic", quad_batch, True, "[copies]", 1),
         ("meta_quad", "quadratic", quad_batch, False, "[no remat]", ...),
         ("meta_mlp", "mnist_mlp", mlp_batch, True, "", ...),
         ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", ...),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", None),
     ]
-    meta_rows.insert(1, ("meta_quad", "quadratic", quad_batch, True, "[copies]", 1))
-    meta_rows.append(("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", None))
     naive_of = {}
     for workload, problem, batch, remat, label, copies in (
         meta_rows if args.only in (None, "meta") else []
