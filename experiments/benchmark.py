@@ -146,6 +146,9 @@ def parse_tiling(spec: str) -> tuple[pallas_lstm.Tiling, bool]:
     if m is None:
         raise ValueError(f"--kernels entry {spec!r} is not BxW[t][s][r][a], e.g. 64x4ts")
     flags = m[3]
+    if "r" in flags and "a" in flags:  # the kernel's tanh is one or the other
+        raise ValueError(f"--kernels entry {spec!r}: r (rational tanh) and a (approximate tanh) "
+                         "exclude each other")  # fmt: skip
     tiling = pallas_lstm.Tiling(int(m[1]), int(m[2]), "t" in flags, "s" in flags, "r" in flags)
     return tiling, "a" in flags
 
@@ -262,6 +265,10 @@ def main() -> None:
         "in transparent huge pages, so that first touches of fresh memory cost far less",
     )
     args = parser.parse_args()
+    try:  # checked on every backend, so that a bad --kernels is not ignored on CPU
+        tilings = [(spec, parse_tiling(spec)) for spec in args.kernels.split(",")]
+    except ValueError as e:
+        parser.error(str(e))
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if args.huge_pages and "glibc.malloc.hugetlb" not in tunables:
         env = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, HUGE_PAGES]))}
@@ -282,7 +289,6 @@ def main() -> None:
             variants.insert(1, ("[no blocks]", "float32", False, "xla", None))
     pallas = args.only in (None, "pallas") and jax.default_backend() != "cpu"
     if pallas:  # the fused kernel (interpret mode on CPU would measure nothing of interest)
-        tilings = [(spec, parse_tiling(spec)) for spec in args.kernels.split(",")]
         for spec, tiling in tilings:
             variants.append((f"[pallas {spec}]", "float32", True, "pallas", tiling))
         variants.append(("[bf16, pallas]", "bfloat16", True, "pallas", None))
