@@ -228,6 +228,12 @@ def emit(rows, row):
     rows.append(row)
 
 
+def error_text(e: Exception) -> str:
+    """A failed measurement's row text: the exception's type and message, cut to 2,000
+    characters (Triton's errors can be long)."""
+    return f"{type(e).__name__}: {e}"[:2000]
+
+
 def release_memory() -> None:
     """Frees the last workload's buffers and executables before the next one."""
     gc.collect()
@@ -292,20 +298,17 @@ def main() -> None:
         for spec, tiling in tilings:
             variants.append((f"[pallas {spec}]", "float32", True, "pallas", tiling))
         variants.append(("[bf16, pallas]", "bfloat16", True, "pallas", None))
-        try:
-            emit(rows, {"workload": "pallas_vs_xla", "n": sizes[0],
-                        **kernel_differences(sizes[0])})  # fmt: skip
-        except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
-            emit(rows, {"workload": "pallas_vs_xla", "error": f"{type(e).__name__}: {e}"[:2000]})
-        release_memory()
-        for spec, tiling in tilings:  # each tiling's own differences, default precision
+        # The default tiling's differences under both precisions, then each tiling's under
+        # the default precision.
+        checks = [("pallas_vs_xla", None, ("default", "highest"))]
+        checks += [(f"pallas_vs_xla[{spec}]", tiling, ("default",)) for spec, tiling in tilings]
+        for workload, tiling, precisions in checks:
             try:
-                with tiled(*tiling):
-                    diffs = kernel_differences(sizes[0], ("default",))
-                emit(rows, {"workload": f"pallas_vs_xla[{spec}]", "n": sizes[0], **diffs})
-            except Exception as e:  # noqa: BLE001 (as above)
-                emit(rows, {"workload": f"pallas_vs_xla[{spec}]", "n": sizes[0],
-                            "error": f"{type(e).__name__}: {e}"[:2000]})  # fmt: skip
+                with tiled(*tiling) if tiling else contextlib.nullcontext():
+                    diffs = kernel_differences(sizes[0], precisions)
+                emit(rows, {"workload": workload, "n": sizes[0], **diffs})
+            except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
+                emit(rows, {"workload": workload, "n": sizes[0], "error": error_text(e)})
             release_memory()
     for n in sizes if args.only != "meta" else []:
         naive = ref.opt_step(n)
@@ -320,8 +323,7 @@ def main() -> None:
                 with patches:
                     ours = ours_opt_step(n, state_dtype, kernel)
             except Exception as e:  # noqa: BLE001 (as above)
-                emit(rows, {"workload": "opt_step" + label, "n": n,
-                            "error": f"{type(e).__name__}: {e}"[:2000]})  # fmt: skip
+                emit(rows, {"workload": "opt_step" + label, "n": n, "error": error_text(e)})
                 continue
             finally:
                 release_memory()
