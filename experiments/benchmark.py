@@ -18,12 +18,14 @@ Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
 Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
 (meta-training without rematerialised inner steps, `--no-remat`), [no blocks] (the step
-without the CPU's blocks of coordinates, `l2l_opt.lstm.default_chunk`; on GPU there are
+without the CPU's blocks of coordinates, ``learned_opt(chunk=0)``; on GPU there are
 none, so the rows are the same), [in cache, columns|rows] (on CPU: the network's arithmetic
 alone, one cache-resident block of 8,192 coordinates run N / 8,192 times, on our
 coordinates-last arrays or as the hk.LSTM network on [N, H] rows), and for meta-training
-[copies] and [shared theta] (one copy of theta per task, `l2l_opt.meta_train.copies_from`,
-forced on or off: by default the MNIST MLP has copies and quadratics do not). On GPU
+[copies] and [shared theta] (one copy of theta per task, the step's `copies_from` option,
+forced on or off: by default the MNIST MLP has copies and quadratics do not) and [pes]
+(`--estimator pes`: forward passes of theta +- eps only, two optimizees per task; its
+inner steps per second per task against the truncated-backprop row above it). On GPU
 only: [pallas T] (`learned_opt(kernel="pallas")`, the fused Pallas kernel of
 `l2l_opt.pallas_lstm` with tiling T, `--kernels`: BxW is B coordinates and W warps per
 program, suffixes t transposed tiles, s the sigmoid through tanh, r the rational tanh; see
@@ -67,7 +69,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 import naive_reference as ref  # noqa: E402
 
 import l2l_opt  # noqa: E402
-from l2l_opt import lstm, meta_train, pallas_lstm  # noqa: E402
+from l2l_opt import lstm, meta_train, pallas_lstm, problems  # noqa: E402
 
 FLOPS_PER_COORD = 2 * (22 * 80 + 40 * 80) + 2 * 20 + 2 * 80 * 6
 BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
@@ -94,10 +96,12 @@ def stream_bandwidth(n: int, reps: int = 10) -> float:
     return 8 * n / float(np.median(times))
 
 
-def ours_opt_step(n: int, state_dtype: str = "float32", kernel: str = "xla") -> float:
-    config = l2l_opt.LSTMOptConfig(state_dtype=state_dtype)
+def ours_opt_step(n: int, state_dtype: str = "float32", kernel: str = "xla", **options) -> float:
+    config = l2l_opt.LSTMOptConfig()
     theta = l2l_opt.lstm.init_theta(jax.random.PRNGKey(0), config)
-    tx = l2l_opt.learned_opt(theta, config=config, kernel=kernel)
+    tx = l2l_opt.learned_opt(
+        theta, config=config, kernel=kernel, state_dtype=state_dtype, **options
+    )
     params = {"x": jnp.zeros((n,))}
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
 
@@ -109,7 +113,7 @@ def ours_opt_step(n: int, state_dtype: str = "float32", kernel: str = "xla") -> 
     return median_seconds(step, params, g, tx.init(params))
 
 
-def kernel_differences(n: int, precisions=("default", "highest")) -> dict:
+def kernel_differences(n: int, precisions=("default", "highest"), tiling=None) -> dict:
     """Largest differences between the Pallas kernel's step (`pallas_lstm.DEFAULT_TILING`)
     and the XLA path's on n coordinates, under JAX's default matmul precision and under
     "highest" (full float32)."""
@@ -121,7 +125,7 @@ def kernel_differences(n: int, precisions=("default", "highest")) -> dict:
         with jax.default_matmul_precision(None if precision == "default" else precision):
             results = []
             for kernel in ("xla", "pallas"):
-                tx = l2l_opt.learned_opt(theta, config=config, kernel=kernel)
+                tx = l2l_opt.learned_opt(theta, config=config, kernel=kernel, tiling=tiling)
                 state = tx.init(g)
                 for _ in range(3):  # a few steps, so that the state is not zero
                     u, state = jax.jit(tx.update)(g, state)
@@ -153,15 +157,11 @@ def parse_tiling(spec: str) -> tuple[pallas_lstm.Tiling, bool]:
     return tiling, "a" in flags
 
 
-@contextlib.contextmanager
-def tiled(tiling: pallas_lstm.Tiling, approx: bool = False):
-    """The Pallas kernel with `tiling` (and, if `approx`, PTX's approximate tanh)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(pallas_lstm, "DEFAULT_TILING", tiling))
-        if approx:
-            tanh = pallas_lstm.pltriton.approx_tanh
-            stack.enter_context(mock.patch.object(pallas_lstm, "_tanh", tanh))
-        yield
+def approximate_tanh(approx: bool):
+    """A diagnostic, not an option of the optimizer: the kernel with PTX's approximate tanh."""
+    if not approx:
+        return contextlib.nullcontext()
+    return mock.patch.object(pallas_lstm, "_tanh", pallas_lstm.pltriton.approx_tanh)
 
 
 def in_cache_seconds(n: int, layout: str) -> float:
@@ -194,13 +194,19 @@ def in_cache_seconds(n: int, layout: str) -> float:
     return median_seconds(run, feats, state)
 
 
-def ours_meta_step(problem: str, batch: int, reps: int, remat: bool = True) -> tuple[float, dict]:
+def ours_meta_step(
+    problem_name: str, batch: int, reps: int, remat: bool = True, estimator: str = "tbptt",
+    **runtime,
+) -> tuple[float, dict]:  # fmt: skip
     config = l2l_opt.MetaTrainConfig(
-        problem=problem, num_tasks=batch, unroll_length=20, remat=remat
+        num_tasks=batch, unroll_length=20, remat=remat, estimator=estimator
     )
-    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config)
-    data = meta_train.data_of(config)
-    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=config))
+    problem = problems.get(problem_name)
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config, problem)
+    data = meta_train.data_of(problem)
+    step = jax.jit(
+        functools.partial(l2l_opt.meta_train_step, config=config, problem=problem, **runtime)
+    )
     compiled = step.lower(state, data).compile()
     mem = compiled.memory_analysis()
     temp = int(getattr(mem, "temp_size_in_bytes", 0)) if mem is not None else 0
@@ -304,8 +310,8 @@ def main() -> None:
         checks += [(f"pallas_vs_xla[{spec}]", tiling, ("default",)) for spec, tiling in tilings]
         for workload, tiling, precisions in checks:
             try:
-                with tiled(*tiling) if tiling else contextlib.nullcontext():
-                    diffs = kernel_differences(sizes[0], precisions)
+                with approximate_tanh(tiling[1] if tiling else False):
+                    diffs = kernel_differences(sizes[0], precisions, tiling and tiling[0])
                 emit(rows, {"workload": workload, "n": sizes[0], **diffs})
             except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
                 emit(rows, {"workload": workload, "n": sizes[0], "error": error_text(e)})
@@ -314,14 +320,12 @@ def main() -> None:
         naive = ref.opt_step(n)
         for label, state_dtype, blocks, kernel, tiling in variants:
             per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
-            patches = contextlib.ExitStack()
-            if not blocks:
-                patches.enter_context(mock.patch.object(lstm, "default_chunk", lambda: 0))
+            options = {} if blocks else {"chunk": 0}
             if tiling:
-                patches.enter_context(tiled(*tiling))
+                options["tiling"] = tiling[0]
             try:
-                with patches:
-                    ours = ours_opt_step(n, state_dtype, kernel)
+                with approximate_tanh(tiling[1] if tiling else False):
+                    ours = ours_opt_step(n, state_dtype, kernel, **options)
             except Exception as e:  # noqa: BLE001 (as above)
                 emit(rows, {"workload": "opt_step" + label, "n": n, "error": error_text(e)})
                 continue
@@ -348,39 +352,42 @@ def main() -> None:
                 "reference_s": naive["lstm_s"], "ratio_ours_over_reference":
                 seconds / naive["lstm_s"], "gflops": FLOPS_PER_COORD * n / seconds / 1e9,
             })  # fmt: skip
-    # (workload, problem, batch, remat, label, copies_from): the last overrides
-    # meta_train.copies_from (one copy of theta per task, for large leaves) unless it is ....
+    # (workload, problem, batch, remat, label, runtime options of the step): copies_from
+    # forces one copy of theta per task (1) or none (None); by default the backend's.
     meta_rows = [
-        ("meta_quad", "quadratic", quad_batch, True, "", ...),
-        ("meta_quad", "quadratic", quad_batch, True, "[copies]", 1),
-        ("meta_quad", "quadratic", quad_batch, False, "[no remat]", ...),
-        ("meta_mlp", "mnist_mlp", mlp_batch, True, "", ...),
-        ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", ...),
-        ("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", None),
+        ("meta_quad", "quadratic", quad_batch, True, "", {}),
+        ("meta_quad", "quadratic", quad_batch, True, "[copies]", {"copies_from": 1}),
+        ("meta_quad", "quadratic", quad_batch, False, "[no remat]", {}),
+        ("meta_quad", "quadratic", quad_batch, True, "[pes]", {"estimator": "pes"}),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True, "", {}),
+        ("meta_mlp", "mnist_mlp", mlp_batch, False, "[no remat]", {}),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", {"copies_from": None}),
+        ("meta_mlp", "mnist_mlp", mlp_batch, True, "[pes]", {"estimator": "pes"}),
     ]
-    naive_of = {}
-    for workload, problem, batch, remat, label, copies in (
+    naive_of, tbptt_of = {}, {}
+    for workload, problem, batch, remat, label, runtime in (
         meta_rows if args.only in (None, "meta") else []
     ):
         if workload not in naive_of:  # one reference measurement per workload
             naive_of[workload] = getattr(ref, workload)(batch)
             release_memory()
         naive = naive_of[workload]
-        patch = (
-            contextlib.nullcontext()
-            if copies is ...
-            else mock.patch.object(meta_train, "copies_from", lambda c=copies: c)
-        )
-        with patch:
-            ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat)
+        ours, memory = ours_meta_step(problem, batch, max(3, args.reps // 2), remat, **runtime)
         release_memory()
+        # Inner steps per task: how far each task advances through its horizon per second
+        # (PES unrolls two optimizees per task, theta +- eps, forward only).
+        extra = {}
+        if not label:
+            tbptt_of[workload] = ours
+        elif label == "[pes]" and workload in tbptt_of:
+            extra = {"pes_over_tbptt_inner_steps_per_s": tbptt_of[workload] / ours}
         emit(rows, {
             "workload": workload + label, "batch": batch,
             "ours_s": ours, "reference_s": naive["meta_step_s"],
             "ratio_ours_over_reference": ours / naive["meta_step_s"],
             "ours_inner_steps_per_s": batch * 20 / ours,
             "reference_inner_steps_per_s": naive["inner_steps_per_s"],
-            "speedup": naive["meta_step_s"] / ours, **memory,
+            "speedup": naive["meta_step_s"] / ours, **memory, **extra,
         })  # fmt: skip
     print()
     print(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s on {jax.devices()[0].device_kind}, "
@@ -409,6 +416,11 @@ def main() -> None:
             f"inner steps/s, XLA temp {r['temp_bytes_per_task_per_unroll_step'] / 1e6:.2f} MB "
             f"per task-step, RSS {r['peak_rss_after_10_steps'] / 1e9:.2f} -> "
             f"{r['peak_rss_after_50_steps'] / 1e9:.2f} GB"
+            + (
+                f", {r['pes_over_tbptt_inner_steps_per_s']:.2f}x truncated backprop's"
+                if "pes_over_tbptt_inner_steps_per_s" in r
+                else ""
+            )
         )
         print(f"{r['workload']:26s} {size:>10d} {r['ours_s']:>10.4g} {r['reference_s']:>10.4g} "
               f"{r['ratio_ours_over_reference']:>9.3f}  {extra}")  # fmt: skip

@@ -7,13 +7,10 @@ test instances of the MNIST MLP for 100 steps, and on 100 test quadratics with t
 weights, and prints the mean final losses and state bytes per parameter.
 """
 
-import dataclasses
-
 import jax
 import numpy as np
 
-import problems
-from l2l_opt import evaluate, pretrained, transform
+from l2l_opt import evaluate, pretrained, problems, transform
 
 
 def run(problem_name: str, weights: str, num: int, steps: int) -> None:
@@ -21,8 +18,7 @@ def run(problem_name: str, weights: str, num: int, steps: int) -> None:
     theta, config = pretrained.load(weights)
     keys = evaluate.instance_keys(0, evaluate.TEST_STREAM, num)
     for dtype in ("float32", "bfloat16"):
-        cfg = dataclasses.replace(config, state_dtype=dtype)
-        opt = transform.learned_opt(theta, config=cfg)
+        opt = transform.learned_opt(theta, config=config, state_dtype=dtype)
         curves = jax.jit(lambda k, d, o=opt: evaluate.loss_curves(problem, o, k, steps, d))
         final = np.asarray(curves(keys, problem.data))[:, -1]
         state = opt.init(problem.init_params(keys[0], problem.sample_instance(keys[0])))

@@ -11,8 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-import problems
-from l2l_opt import checkpoint, cli, evaluate, transform
+from l2l_opt import checkpoint, cli, compare, evaluate, problems, run, transform
 from l2l_opt.meta_train import MetaTrainConfig, meta_train_init
 
 
@@ -34,13 +33,14 @@ def train_with_selection(
     outer_steps: int,
     chunk: int,
     seed: int,
-    val_problem: str,
+    problem: str,
     num_val: int,
     val_steps: int,
     time_budget: float | None = None,
     init_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Meta-trains in chunks, scoring the weights on validation instances after each.
+    """Meta-trains on `problem` (a suite name) in chunks, scoring the weights on its
+    validation instances after each.
 
     The starting weights (step 0: random, or `init_weights`) are a candidate too. The best
     weights are copied to ``out/best.npz``; ``out/selection.json`` records every score.
@@ -56,30 +56,31 @@ def train_with_selection(
     if not record["scores"]:
         w0 = os.path.join(out, "weights_0.npz")
         if init_weights is None:
-            init = meta_train_init(jax.random.fold_in(jax.random.PRNGKey(seed), 0), config)
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+            init = meta_train_init(key, config, cli.resolve_problem(problem))
             checkpoint.save_weights(w0, init.theta, config.net, {"outer_steps": 0, "seed": seed})
         else:
             record["init_weights"] = init_weights
             shutil.copyfile(init_weights, w0)
-        score = validation_score(w0, val_problem, num_val, val_steps, seed)
+        score = validation_score(w0, problem, num_val, val_steps, seed)
         record["scores"].append({"step": 0, "val_final_mean": score})
         shutil.copyfile(w0, os.path.join(out, "best.npz"))
     done = record["scores"][-1]["step"]
     while done < outer_steps:
         if time_budget is not None and time.perf_counter() - start > time_budget:
-            cli.log_status(f"{out}: time budget spent after {done} outer steps")
+            run.log_status(f"{out}: time budget spent after {done} outer steps")
             break
         done = min(done + chunk, outer_steps)
-        weights = cli.meta_train(
-            config, out, outer_steps=done, seed=seed, resume=True, checkpoint_every=chunk,
-            init_weights=init_weights,
+        weights = run.meta_train(
+            config, cli.resolve_problem(problem), out, outer_steps=done, seed=seed, resume=True,
+            checkpoint_every=chunk, init_weights=init_weights, info={"problem": problem},
         )  # fmt: skip
-        score = validation_score(weights, val_problem, num_val, val_steps, seed)
+        score = validation_score(weights, problem, num_val, val_steps, seed)
         best = min(s["val_final_mean"] for s in record["scores"])
         record["scores"].append({"step": done, "val_final_mean": score})
         if score < best:
             shutil.copyfile(weights, os.path.join(out, "best.npz"))
-        cli.log_status(f"{out}: step {done}, validation mean final loss {score:.4g}")
+        run.log_status(f"{out}: step {done}, validation mean final loss {score:.4g}")
         record["seconds"] = round(time.perf_counter() - start, 1)
         with open(record_path, "w") as f:
             json.dump(record, f, indent=1)
@@ -112,4 +113,4 @@ def apply_training_flags(settings: Any, args: argparse.Namespace) -> Any:
 
 def write_json(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    cli.write_json(path, obj)
+    compare.write_json(path, obj)

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from l2l_opt import cli  # noqa: E402
-from l2l_opt.config import LSTMOptConfig  # noqa: E402
+from l2l_opt.lstm import LSTMOptConfig  # noqa: E402
 from l2l_opt.meta_train import MetaTrainConfig  # noqa: E402
 
 
@@ -65,14 +65,13 @@ def main() -> None:
     names = [n for n in args.variants.split(",") if n]
     if args.stage in ("train", "all"):
         for name in names:
-            config = MetaTrainConfig(
-                problem=settings.problem, num_tasks=settings.num_tasks, unroll_length=20,
+            config = MetaTrainConfig(num_tasks=settings.num_tasks, unroll_length=20,
                 horizon=100,
                 net=VARIANTS[name], remat=settings.remat,
             )  # fmt: skip
             record = common.train_with_selection(
                 config, os.path.join(out, name), outer_steps=settings.outer_steps,
-                chunk=settings.chunk, seed=args.seed, val_problem=settings.problem,
+                chunk=settings.chunk, seed=args.seed, problem=settings.problem,
                 num_val=settings.num_val, val_steps=settings.steps,
                 time_budget=settings.time_budget,
             )  # fmt: skip
@@ -85,7 +84,7 @@ def main() -> None:
                 weights[name] = os.path.join(out, name, "best.npz")
                 with open(path) as f:
                     selection[name] = json.load(f)
-        results = cli.compare(
+        results = cli.compare_command(
             settings.problem, weights, os.path.join(out, "compare"), steps=settings.steps,
             num_test=settings.num_test, num_val=settings.num_val, seed=args.seed,
             figure=os.path.join(plots, "conv.png"),

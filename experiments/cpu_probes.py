@@ -13,7 +13,6 @@ Prints one JSON line per probe:
 import gc
 import json
 import time
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -54,19 +53,26 @@ def main() -> None:
     gc.collect()
 
     config = l2l_opt.LSTMOptConfig()
-    tx = l2l_opt.learned_opt(lstm.init_theta(jax.random.PRNGKey(0), config), config=config)
+    theta = lstm.init_theta(jax.random.PRNGKey(0), config)
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (N,)) * 1e-3}
 
-    def step(params, g, state):
-        updates, state = tx.update(g, state, params)
-        return optax.apply_updates(params, updates), state
+    def stepper(chunk=None):
+        tx = l2l_opt.learned_opt(theta, config=config, chunk=chunk)
 
-    fresh = lambda: ({"x": jnp.zeros((N,))}, g, tx.init({"x": jnp.zeros((N,))}))
+        def step(params, g, state):
+            updates, state = tx.update(g, state, params)
+            return optax.apply_updates(params, updates), state
+
+        fresh = lambda: ({"x": jnp.zeros((N,))}, g, tx.init({"x": jnp.zeros((N,))}))
+        return step, fresh
+
     for chunk in (2048, 4096, 8192, 16384, 32768):
         jax.clear_caches()
-        with mock.patch.object(lstm, "default_chunk", lambda c=chunk: c):
-            emit({"probe": "chunk", "chunk": chunk,
-                  "seconds": median_seconds(jax.jit(step), *fresh())})  # fmt: skip
+        step, fresh = stepper(chunk)
+        emit({"probe": "chunk", "chunk": chunk,
+              "seconds": median_seconds(jax.jit(step), *fresh())})  # fmt: skip
+
+    step, fresh = stepper()
 
     for donate in (False, True):
         jax.clear_caches()

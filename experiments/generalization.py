@@ -54,7 +54,7 @@ def main() -> None:
         if steps == 1000:
             steps = settings.long_steps
         slug = problem + f"_{steps}"
-        results = cli.compare(
+        results = cli.compare_command(
             problem,
             args.weights,
             os.path.join(out, slug),

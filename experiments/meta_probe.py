@@ -15,17 +15,15 @@ import functools
 import json
 import os
 import sys
-from unittest import mock
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
 
 import naive_reference as ref  # noqa: E402
 
 import l2l_opt  # noqa: E402
-from l2l_opt import meta_train, transform, unroll  # noqa: E402
+from l2l_opt import meta_train, problems  # noqa: E402
 
 # The benchmark's timing rule (warm-up call, then the median of `reps` calls).
 median_seconds = functools.partial(ref.median_seconds, reps=5)
@@ -35,38 +33,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=64)
     args = parser.parse_args()
-    learned_opt = transform.learned_opt
     for kernel in ("xla", "pallas"):
         for copies in (None, 1024):
-            with_kernel = functools.partial(learned_opt, kernel=kernel)
             try:
-                with (
-                    mock.patch.object(transform, "learned_opt", with_kernel),
-                    mock.patch.object(meta_train, "copies_from", lambda c=copies: c),
-                ):
-                    row = measure(args.tasks)
+                runtime = {"copies_from": copies, "opt_options": {"kernel": kernel}}
+                row = measure(args.tasks, runtime)
             except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
                 row = {"error": f"{type(e).__name__}: {e}"[:1500]}
             print(json.dumps({"kernel": kernel, "copies_from": copies, **row}), flush=True)
 
 
-def measure(tasks: int) -> dict:
-    config = l2l_opt.MetaTrainConfig(problem="mnist_mlp", num_tasks=tasks, unroll_length=20)
-    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config)
-    data = meta_train.data_of(config)
-    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=config))
+def measure(tasks: int, runtime: dict) -> dict:
+    config = l2l_opt.MetaTrainConfig(num_tasks=tasks, unroll_length=20)
+    problem = problems.get("mnist_mlp")
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config, problem)
+    data = meta_train.data_of(problem)
+    step = jax.jit(
+        functools.partial(l2l_opt.meta_train_step, config=config, problem=problem, **runtime)
+    )
+    truncation = meta_train.estimator_of(config, problem, **runtime).truncation
 
     @jax.jit
     def forward_only(theta, all_tasks):
-        total = 0.0
-        for m, m_tasks, m_data in zip(meta_train.members(config), all_tasks, data, strict=True):
-            run = functools.partial(
-                unroll.unroll, problem=m.problem, config=config.net,
-                num_steps=config.unroll_length, horizon=config.horizon,
-            )  # fmt: skip
-            losses, _ = jax.vmap(run, in_axes=(None, 0, None))(theta, m_tasks, m_data)
-            total = total + jnp.mean(losses)
-        return total
+        return truncation.weighted_mean(truncation.unroll(theta, all_tasks, data)[0])
 
     return {
         "meta_step_s": median_seconds(lambda s: step(s, data)[1].meta_loss, state),

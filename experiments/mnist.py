@@ -23,9 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
-import problems  # noqa: E402
-from l2l_opt import cli, evaluate  # noqa: E402
-from l2l_opt.config import LSTMOptConfig  # noqa: E402
+from l2l_opt import (  # noqa: E402
+    cli,
+    evaluate,
+    problems,  # noqa: E402
+)
+from l2l_opt.lstm import LSTMOptConfig  # noqa: E402
 from l2l_opt.meta_train import MetaTrainConfig  # noqa: E402
 
 PROBLEM = "mnist_mlp"
@@ -95,7 +98,6 @@ def train(out: str, names: list[str], settings: Settings, seed: int) -> None:
             if not os.path.exists(init):
                 raise SystemExit(f"{name} starts from {init}: train {v.init} first")
         config = MetaTrainConfig(
-            problem=PROBLEM,
             num_tasks=settings.num_tasks,
             unroll_length=20,
             horizon=v.horizon,
@@ -109,7 +111,7 @@ def train(out: str, names: list[str], settings: Settings, seed: int) -> None:
             outer_steps=settings.outer_steps,
             chunk=settings.chunk,
             seed=seed,
-            val_problem=PROBLEM,
+            problem=PROBLEM,
             num_val=settings.num_val,
             val_steps=v.horizon,
             time_budget=settings.time_budget,
@@ -156,7 +158,7 @@ def evaluate_all(out: str, plots: str, settings: Settings, seed: int) -> dict:
         "horizons": {},
     }
     for steps in settings.horizons:
-        results = cli.compare(
+        results = cli.compare_command(
             PROBLEM,
             weights,
             os.path.join(out, f"compare_{steps}"),

@@ -46,12 +46,12 @@ def main() -> None:
     records = {}
     for seed in settings.seeds:
         records[seed] = common.train_with_selection(
-            MetaTrainConfig(problem="quadratic"), os.path.join(out, f"seed_{seed}"),
+            MetaTrainConfig(), os.path.join(out, f"seed_{seed}"),
             outer_steps=settings.outer_steps, chunk=settings.chunk, seed=seed,
-            val_problem="quadratic", num_val=settings.num_val, val_steps=100,
+            problem="quadratic", num_val=settings.num_val, val_steps=100,
         )  # fmt: skip
     weights = {f"seed{s}": os.path.join(out, f"seed_{s}", "best.npz") for s in settings.seeds}
-    results = cli.compare(
+    results = cli.compare_command(
         "quadratic", weights, os.path.join(out, "compare"), steps=100,
         num_test=settings.num_test, num_val=settings.num_val, seed=0,
         figure=os.path.join(plots, "quadratic_seeds.png"),

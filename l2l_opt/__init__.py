@@ -1,8 +1,24 @@
-"""l2l_opt: a learned LSTM optimizer (Andrychowicz et al. 2016) for JAX, as optax transforms."""
+"""l2l_opt: learned optimizers (Andrychowicz et al. 2016 and on) for JAX, as optax transforms."""
 
-from l2l_opt import checkpoint, evaluate, lstm, preprocessing, pretrained, unroll
+from l2l_opt import (
+    architecture,
+    checkpoint,
+    compare,
+    estimators,
+    evaluate,
+    inner,
+    lstm,
+    mlp,
+    preprocessing,
+    pretrained,
+    problem,
+    run,
+    unroll,
+)
 from l2l_opt.checkpoint import CheckpointError
-from l2l_opt.config import ConfigError, LSTMOptConfig
+from l2l_opt.config import ConfigError
+from l2l_opt.estimators import PES, TruncatedBackprop
+from l2l_opt.lstm import LearnedOptState, LSTMOptConfig, scale_by_lstm
 from l2l_opt.meta_train import (
     MetaTrainConfig,
     MetaTrainMetrics,
@@ -10,28 +26,44 @@ from l2l_opt.meta_train import (
     meta_train_init,
     meta_train_step,
 )
-from l2l_opt.transform import LearnedOptState, learned_opt, scale_by_lstm
+from l2l_opt.mlp import MLPOptConfig, MLPOptState, scale_by_mlp
+from l2l_opt.problem import Problem, augment
+from l2l_opt.transform import learned_opt
 from l2l_opt.unroll import UnrollState
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PES",
     "CheckpointError",
     "ConfigError",
     "LSTMOptConfig",
     "LearnedOptState",
+    "MLPOptConfig",
+    "MLPOptState",
     "MetaTrainConfig",
     "MetaTrainMetrics",
     "MetaTrainState",
+    "Problem",
+    "TruncatedBackprop",
     "UnrollState",
+    "architecture",
+    "augment",
     "checkpoint",
+    "compare",
+    "estimators",
     "evaluate",
+    "inner",
     "learned_opt",
     "lstm",
     "meta_train_init",
     "meta_train_step",
+    "mlp",
     "preprocessing",
     "pretrained",
+    "problem",
+    "run",
     "scale_by_lstm",
+    "scale_by_mlp",
     "unroll",
 ]

@@ -12,17 +12,19 @@ import haiku as hk
 import jax
 import numpy as np
 
-from l2l_opt import lstm
-from l2l_opt.config import ConfigError, LSTMOptConfig
+from l2l_opt import architecture
+from l2l_opt.config import ConfigError
 
 FORMAT_VERSION = 1  # of weights files
 # Of training-state checkpoints; 2: LSTM states of optimizees in flight are [H, N] (coordinates
-# last, 2026-11-26), in version 1 they were [N, H].
-STATE_VERSION = 2
+# last, 2026-11-26), in version 1 they were [N, H]; 3: the estimator's per-task state, each
+# optimizee's horizon and initial loss (2026-11-30).
+STATE_VERSION = 3
 WEIGHTS_FORMAT = "l2l_opt.weights"
 STATE_FORMAT = "l2l_opt.train_state"
 _VERSIONS = {WEIGHTS_FORMAT: FORMAT_VERSION, STATE_FORMAT: STATE_VERSION}
 _META_KEY = "__meta__"
+_KIND = {WEIGHTS_FORMAT: "weights file", STATE_FORMAT: "checkpoint"}
 
 
 class CheckpointError(ValueError):
@@ -61,6 +63,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
             if delay:
                 time.sleep(delay)
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from others
         os.replace(tmp, path)
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
@@ -75,6 +78,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temp_files(path: str | os.PathLike) -> list[str]:
@@ -119,6 +128,10 @@ def _load_npz(path, expected_format: str) -> tuple[dict[str, np.ndarray], dict[s
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK":
+        raise CheckpointError(f"{path}: not an l2l_opt {_KIND[expected_format]} (not an .npz file)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -168,34 +181,50 @@ def _fill(path, template: Any, arrays: dict[str, np.ndarray]) -> Any:
 def save_weights(
     path: str | os.PathLike,
     theta: hk.Params,
-    config: LSTMOptConfig,
+    arch: architecture.LearnedOptimizer,
     info: dict[str, Any] | None = None,
 ) -> None:
-    """Writes `theta` (as float32, ``"module/param"`` keys) with its config, atomically."""
+    """Writes `theta` (as float32, ``"module/param"`` keys) with its architecture, atomically."""
     arrays = {k: v.astype(np.float32) for k, v in flatten(theta).items()}
     meta = {
         "format": WEIGHTS_FORMAT,
         "version": FORMAT_VERSION,
-        "config": json.loads(config.to_json()),
+        "architecture": architecture.name_of(arch),
+        "config": json.loads(json.dumps(arch.to_dict())),
         "info": info or {},
     }
     _save_npz(path, arrays, meta)
 
 
-def load_weights(path: str | os.PathLike) -> tuple[hk.Params, LSTMOptConfig]:
-    """Reads weights saved by `save_weights`: ``(theta, config)``, never executing code.
+def load_weights(
+    path: str | os.PathLike, expected: str | None = None
+) -> tuple[hk.Params, architecture.LearnedOptimizer]:
+    """Reads weights saved by `save_weights`: ``(theta, architecture)``, never executing code.
+
+    Files without an ``architecture`` entry (written before there was a choice) hold the
+    LSTM's weights.
+
+    Args:
+      path: the ``.npz`` file.
+      expected: if given, the architecture name the caller needs.
 
     Raises:
-      CheckpointError: the file is missing, truncated, corrupt, of another format or
-        version, or its arrays do not fit its config's network.
+      CheckpointError: the file is missing, not a weights file, truncated, corrupt, of
+        another format, version or architecture, or its arrays do not fit its config.
     """
     arrays, meta = _load_npz(path, WEIGHTS_FORMAT)
+    name = meta.get("architecture", architecture.DEFAULT)
+    if expected is not None and name != expected:
+        raise CheckpointError(
+            f"{os.fspath(path)}: holds weights of the {name!r} architecture, not {expected!r}"
+        )
     try:
-        config = LSTMOptConfig.from_dict(meta.get("config", {}))
+        arch = architecture.from_dict(name, meta.get("config", {}))
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"{os.fspath(path)}: bad config ({e})") from e
-    template = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), lstm.theta_shapes(config))
-    return _fill(path, template, arrays), config
+    shapes = jax.eval_shape(arch.init, jax.random.PRNGKey(0))
+    template = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+    return _fill(path, template, arrays), arch
 
 
 def read_weights_info(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,48 +1,78 @@
-"""The ``l2l-opt`` command: meta-train, compare, plot, demo, problems."""
+"""The ``l2l-opt`` command: meta-train, compare, plot, demo, problems, data."""
 
 import argparse
 import dataclasses
-import functools
+import importlib
 import json
-import math
 import os
 import sys
 import time
+import types
+import typing
 import warnings
 from typing import Any
 
 import jax
-import numpy as np
-import optax
 from tqdm import tqdm
 
-import problems
-from l2l_opt import checkpoint, evaluate, plotting, pretrained, transform
-from l2l_opt import meta_train as meta_train_lib
+from l2l_opt import architecture, checkpoint, compare, plotting, run
 from l2l_opt.checkpoint import CheckpointError
-from l2l_opt.config import ConfigError, LSTMOptConfig
-from l2l_opt.meta_train import MetaTrainConfig, data_of, meta_train_init, meta_train_step
-from problems import datasets
-
-CHECKPOINT = "checkpoint.npz"
-WEIGHTS = "weights.npz"
-METRICS = "metrics.jsonl"
-META_TRAIN_STREAM = 0  # meta-training's key stream; see evaluate.VALIDATION_STREAM
+from l2l_opt.config import ConfigError, field_docs
+from l2l_opt.meta_train import MetaTrainConfig
+from l2l_opt.problem import Mixture, Problem, as_mixture
+from l2l_opt.problems import datasets
+from l2l_opt.run import log_status
 
 # The demo's recipe: the paper's network and meta-training on 10-dim Gaussian quadratics.
 DEMO_OUTER_STEPS = 1000
-
-
-def log_status(message: str) -> None:
-    """A status line on stderr that does not break the progress bar."""
-    tqdm.write(message, file=sys.stderr)
+DEFAULT_PROBLEM = "quadratic"
 
 
 class UsageError(Exception):
     """Bad command-line use, reported in one line with exit status 2."""
 
 
-# ----------------------------------------------------------------------------- meta-train
+# ----------------------------------------------------------------------------- problems
+
+
+def _suite():
+    """The suite `l2l_opt.problems` (name lookup belongs to the command line)."""
+    return importlib.import_module("l2l_opt.problems")
+
+
+def resolve_problem(spec: str) -> Problem | Mixture:
+    """A problem, family or mixture of the suite by name (``l2l-opt problems``), or a
+    user's own: ``module:factory`` calls ``factory()`` from ``module`` (importable from the
+    current directory), which returns a `Problem` or ``[(Problem, weight), ...]``."""
+    if ":" not in spec:
+        mixture = _suite().mixture(spec)
+        return mixture[0][0] if len(mixture) == 1 else mixture
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` does, so that ./my_problem.py imports
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"--problem {spec}: cannot import {module_name!r} ({e})") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"--problem {spec}: {module_name!r} has no callable {attr!r}")
+    made = factory()
+    try:
+        mixture = as_mixture(made)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--problem {spec}: {attr}() must return a Problem: {e}") from e
+    return made if isinstance(made, Problem) else mixture
+
+
+def _one_problem(spec: str) -> Problem:
+    problem = resolve_problem(spec)
+    if not isinstance(problem, Problem):
+        raise UsageError(f"--problem {spec} is a mixture; compare takes one problem")
+    return problem
+
+
+# ----------------------------------------------------------------------------- flags
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -52,171 +82,209 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
 
 
-_NET_FLAGS = {
-    "num_layers": int,
-    "hidden_size": int,
-    "preprocessing": str,
-    "p": float,
-    "output_scale": float,
-    "beta1": float,
-    "beta2": float,
-    "skip_init": _floats,
-    "head_init": str,
-    "partition": str,
-    "state_dtype": str,
-}
-_TRAIN_FLAGS = {
-    "problem": str,
-    "num_tasks": int,
-    "unroll_length": int,
-    "horizon": int,
-    "meta_learning_rate": float,
-    "clip_norm": float,
-    "max_nonfinite": int,
-}
-
-
-def _add_meta_train_flags(p: argparse.ArgumentParser) -> None:
-    defaults = MetaTrainConfig()
-    flags = [(n, t, defaults, "") for n, t in _TRAIN_FLAGS.items()]
-    flags += [(n, t, defaults.net, "network: ") for n, t in _NET_FLAGS.items()]
-    for name, typ, owner, prefix in flags:
-        p.add_argument(
-            "--" + name.replace("_", "-"),
-            type=typ,
-            default=None,
-            help=f"{prefix}(default {getattr(owner, name)})",
+def _stages(text: str) -> tuple[tuple[int, int, int], ...]:
+    try:
+        stages = tuple(tuple(int(x) for x in s.split(":")) for s in text.split(","))
+    except ValueError:
+        stages = ()
+    if not stages or any(len(s) != 3 for s in stages):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a curriculum: from_step:unroll_length:horizon,..."
         )
-    p.add_argument(
-        "--second-order",
-        action="store_true",
-        default=None,
-        help="keep the optimizee's second derivatives in the meta-gradient",
-    )
-    p.add_argument(
-        "--remat",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="recompute inner-step activations in the backward pass: less memory, and faster "
-        "in our benchmarks (default on)",
-    )
+    return stages
 
 
-def _config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[str, Any]]:
-    """The run's config, and the flags the user gave explicitly."""
-    given = {k: getattr(args, k) for k in (*_TRAIN_FLAGS, "second_order", "remat", *_NET_FLAGS)}
-    given = {k: v for k, v in given.items() if v is not None}
-    net = LSTMOptConfig(**{k: v for k, v in given.items() if k in _NET_FLAGS})
-    train = {k: v for k, v in given.items() if k not in _NET_FLAGS}
+def _flag_type(tp: Any):
+    """The argparse type of a dataclass field's annotation; None for a true/false flag."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = args[0]
+        args = list(typing.get_args(tp))
+    if tp is bool:
+        return None
+    if tp in (int, float, str):
+        return tp
+    if typing.get_origin(tp) is tuple:
+        return _stages if args and typing.get_origin(args[0]) is tuple else _floats
+    raise TypeError(f"no flag type for {tp!r}")
+
+
+def _net_fields() -> dict[str, list[tuple[str, Any, dataclasses.Field]]]:
+    """Every architecture's fields: ``{field: [(architecture, class, field), ...]}``."""
+    out: dict[str, list] = {}
+    for name, cls in architecture.ARCHITECTURES.items():
+        for f in dataclasses.fields(cls):
+            out.setdefault(f.name, []).append((name, cls, f))
+    return out
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of `MetaTrainConfig` and of every architecture, from their
+    annotations, defaults and docstrings."""
+    docs = field_docs(MetaTrainConfig)
+    for f in dataclasses.fields(MetaTrainConfig):
+        if f.name == "net":
+            continue
+        _add_flag(p, f.name, f.type, f"{docs.get(f.name, '')} (default {f.default!r})")
+    p.add_argument(
+        "--architecture",
+        choices=sorted(architecture.ARCHITECTURES),
+        default=None,
+        help=f"the learned optimizer's architecture (default {architecture.DEFAULT})",
+    )
+    for name, owners in _net_fields().items():
+        docs = field_docs(owners[0][1])
+        defaults = "; ".join(f"{a} default {f.default!r}" for a, _, f in owners)
+        _add_flag(p, name, owners[0][2].type, f"network: {docs.get(name, '')} ({defaults})")
+
+
+def _add_flag(p, name, tp, help_text):
+    flag = "--" + name.replace("_", "-")
+    typ = _flag_type(tp)
+    if typ is None:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    else:
+        p.add_argument(flag, type=typ, default=None, help=help_text)
+
+
+def config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[str, Any]]:
+    """The run's config, and the settings the user gave explicitly."""
+    train_names = [f.name for f in dataclasses.fields(MetaTrainConfig) if f.name != "net"]
+    names = [*train_names, "architecture", *_net_fields()]
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    arch_name = given.get("architecture", architecture.DEFAULT)
+    cls = architecture.get(arch_name)
+    own = {f.name for f in dataclasses.fields(cls)}
+    foreign = sorted(k for k in given if k in _net_fields() and k not in own)
+    if foreign:
+        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise UsageError(
+            f"{flags}: not a setting of the {arch_name!r} architecture (its settings: "
+            f"{', '.join(sorted(own))})"
+        )
+    net = cls(**{k: v for k, v in given.items() if k in own})
+    train = {k: v for k, v in given.items() if k in train_names}
     return MetaTrainConfig(net=net, **train), given
 
 
-def meta_train(
-    config: MetaTrainConfig,
+# ----------------------------------------------------------------------------- commands
+
+
+def meta_train(args: argparse.Namespace) -> str:
+    """``l2l-opt meta-train``: flags in, `l2l_opt.run.meta_train` out."""
+    for flag, v in (
+        ("--outer-steps", args.outer_steps),
+        ("--checkpoint-every", args.checkpoint_every),
+    ):
+        if v <= 0:
+            raise UsageError(f"{flag}={v} is invalid: must be an integer > 0")
+    config, given = config_from_flags(args)
+    spec = args.problem
+    ckpt = os.path.join(args.out, run.CHECKPOINT)
+    if spec is None:  # a resumed run goes on with its own problem
+        spec = DEFAULT_PROBLEM
+        if args.resume and os.path.exists(ckpt):
+            try:
+                spec = checkpoint.read_state_info(ckpt).get("problem", DEFAULT_PROBLEM)
+            except CheckpointError:
+                pass  # the run loop says what is wrong with the checkpoint
+    problem = resolve_problem(spec)
+    return run.meta_train(
+        config,
+        problem,
+        args.out,
+        outer_steps=args.outer_steps,
+        seed=args.seed,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        time_budget=args.time_budget,
+        init_weights=args.init_weights,
+        given=given,
+        info={"problem": spec},
+    )
+
+
+def compare_command(
+    problem_spec: str,
+    weights: Any,
     out: str,
     *,
-    outer_steps: int,
+    steps: int | None,
+    num_test: int,
+    num_val: int,
     seed: int,
-    resume: bool,
-    checkpoint_every: int,
-    given: dict[str, Any] | None = None,
-    init_weights: str | None = None,
-) -> str:
-    """Runs (or resumes) meta-training into `out`; returns the path of the final weights.
-
-    `init_weights` (a weights file or shipped name) starts a new run from those weights
-    instead of a random theta, with their network config (fine-tuning); a resumed run
-    continues from its checkpoint and ignores it.
-    """
-    if outer_steps <= 0:
-        raise UsageError(f"--outer-steps={outer_steps} is invalid: must be an integer > 0")
-    if checkpoint_every <= 0:
-        raise UsageError(f"--checkpoint-every={checkpoint_every} is invalid: must be > 0")
+    figure: str | None = None,
+) -> dict[str, Any]:
+    """Runs `l2l_opt.compare.compare`; writes ``out/results.json`` and the figure
+    (``out/<problem>.png`` unless `figure`), prints the table, and returns the results."""
+    problem = _one_problem(problem_spec)
+    log_status(f"{problem.name}: {problem.description}; data: {problem.data_source}")
     os.makedirs(out, exist_ok=True)
-    ckpt = os.path.join(out, CHECKPOINT)
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), META_TRAIN_STREAM)
-    if os.path.exists(ckpt) and not resume:
-        raise UsageError(f"{out} already holds a run ({ckpt}); pass --resume or another --out")
-    if resume:
-        for name in checkpoint.remove_stale_temp_files(ckpt):
-            log_status(f"removed {name}, left by an interrupted checkpoint write")
-    if resume and os.path.exists(ckpt):
-        state, config = _resume(ckpt, config, seed, given or {})
-        log_status(f"resuming {ckpt} at outer step {int(state.step)}")
-    else:
-        if init_weights is not None:
-            config = _config_with_weights(config, init_weights, given or {})
-        state = meta_train_init(key, config)
-        if init_weights is not None:
-            theta, _ = transform.resolve_weights(init_weights, None)
-            theta = jax.tree.map(jax.numpy.asarray, theta)
-            opt_state = meta_train_lib.meta_optimizer(config).init(theta)
-            state = state._replace(theta=theta, meta_opt_state=opt_state)
-            log_status(f"starting from the weights {init_weights}")
-    info = {"config": config.to_dict(), "seed": seed}
-    if init_weights is not None:
-        info["init_weights"] = init_weights
-    step_fn = _jitted_step(config)
-    data = data_of(config)
-    if jax.device_count() > 1:  # data parallel over tasks, on every local and remote device
-        mesh = meta_train_lib.task_mesh()
-        state = meta_train_lib.shard_state(state, mesh)
-        data = meta_train_lib.replicate(data, mesh)
-        log_status(f"meta-training on {jax.device_count()} devices ({jax.process_count()} hosts)")
-    start = int(state.step)
-    bar = tqdm(total=outer_steps, initial=start, desc="meta-train", unit="step", dynamic_ncols=True)
-    window: list[float] = []
-    t0 = time.perf_counter()
-    for _ in range(start, outer_steps):
-        state, metrics = step_fn(state, data)
-        loss, skipped = float(metrics.meta_loss), bool(metrics.skipped)
-        if skipped:
-            log_status(
-                f"step {int(state.step)}: non-finite meta-loss or meta-gradient, update skipped "
-                f"({int(state.nonfinite_in_a_row)} in a row, {int(state.nonfinite_total)} total)"
-            )
-            if int(state.nonfinite_in_a_row) >= config.max_nonfinite:
-                bar.close()
-                raise RuntimeError(
-                    f"stopped: {config.max_nonfinite} non-finite outer steps in a row; the last "
-                    f"good checkpoint is {ckpt}; lower --meta-learning-rate or --clip-norm"
-                )
-        else:
-            window.append(loss)
-        bar.update(1)
-        bar.set_postfix(meta_loss=f"{loss:.4g}")
-        step = int(state.step)
-        # No checkpoint inside a run of skipped steps: the last good one stays on disk.
-        if (step % checkpoint_every == 0 or step == outer_steps) and not skipped:
-            host_state = _host_copy(state)
-            line = {
-                "step": step,
-                "meta_loss": float(np.mean(window)) if window else None,
-                "nonfinite_total": int(state.nonfinite_total),
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
-            if jax.process_index() == 0:
-                checkpoint.save_state(ckpt, host_state, {**info, "step": step})
-                with open(os.path.join(out, METRICS), "a") as f:
-                    f.write(json.dumps(line) + "\n")
-            window = []
-    bar.close()
-    weights = os.path.join(out, WEIGHTS)
-    theta = _host_copy(state.theta)
-    if jax.process_index() == 0:
-        checkpoint.save_weights(
-            weights, theta, config.net, {**info, "outer_steps": int(state.step)}
+    results = compare.compare(
+        problem, weights, steps=steps, num_test=num_test, num_val=num_val, seed=seed
+    )
+    compare.write_json(os.path.join(out, "results.json"), results)
+    print(compare.format_table(results))
+    stem = problem.name if ":" in problem_spec else problem_spec
+    fig_path = figure or os.path.join(out, f"{stem}.png")
+    save_figure(results, fig_path)
+    print(f"wrote {os.path.join(out, 'results.json')} and {fig_path}")
+    return results
+
+
+def save_figure(results: dict[str, Any], path: str) -> None:
+    title = f"{results['problem']}: learned LSTM vs tuned baselines"
+    fig = plotting.loss_curves_figure(results, title)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+
+
+def plot(results_path: str, out: str) -> None:
+    try:
+        with open(results_path) as f:
+            results = json.load(f)
+    except FileNotFoundError as e:
+        raise UsageError(f"{results_path}: file not found (run `l2l-opt compare` first)") from e
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{results_path}: not valid JSON ({e})") from e
+    missing = [
+        k for k in ("problem", "optimizers") if not isinstance(results, dict) or k not in results
+    ]
+    if missing:
+        raise UsageError(
+            f"{results_path}: not the results of `l2l-opt compare` (no {', '.join(missing)})"
         )
-    return weights
+    save_figure(results, out)
+    print(f"wrote {out}")
 
 
-def _host_copy(tree):
-    """Numpy copy of a (possibly multi-host sharded) pytree, for writing."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
-
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.tree.map(np.asarray, tree)
+def demo(out: str, plots_dir: str | None, outer_steps: int, seed: int) -> None:
+    """Meta-trains on quadratics, compares with tuned baselines, writes the figure."""
+    t0 = time.perf_counter()
+    plots_dir = os.path.join(out, "plots") if plots_dir is None else plots_dir
+    problem = resolve_problem(DEFAULT_PROBLEM)
+    weights = run.meta_train(
+        MetaTrainConfig(),
+        problem,
+        os.path.join(out, "meta_train"),
+        outer_steps=outer_steps,
+        seed=seed,
+        resume=True,
+        checkpoint_every=250,
+        info={"problem": DEFAULT_PROBLEM},
+    )
+    results = compare_command(
+        DEFAULT_PROBLEM,
+        weights,
+        os.path.join(out, "compare"),
+        steps=100,
+        num_test=100,
+        num_val=100,
+        seed=seed,
+        figure=os.path.join(plots_dir, "quadratic.png"),
+    )
+    compare.write_json(os.path.join(plots_dir, "quadratic.json"), results)
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
 def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None):
@@ -239,259 +307,9 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     jax.distributed.initialize(coordinator, int(num_processes), int(process_id))
 
 
-@functools.cache
-def _jitted_step(config: MetaTrainConfig):
-    """One compiled step per config and process, reused by later calls (e.g. in chunks)."""
-    return jax.jit(functools.partial(meta_train_step, config=config))
-
-
-def _config_with_weights(config: MetaTrainConfig, weights: str, given: dict[str, Any]):
-    """`config` with the network of `weights`; network flags that contradict it are an error."""
-    _, net = transform.resolve_weights(weights, None)
-    flat = dataclasses.asdict(net)
-    clash = {k: (v, flat[k]) for k, v in given.items() if k in _NET_FLAGS and flat[k] != v}
-    if clash:
-        detail = _clash_detail(clash, "weights have")
-        raise UsageError(f"--init-weights={weights}: network flags contradict its config: {detail}")
-    return dataclasses.replace(config, net=net)
-
-
-def _clash_detail(clash: dict[str, tuple[Any, Any]], owner: str) -> str:
-    """``--flag=given (<owner> saved)`` for each ``flag: (given, saved)``."""
-    return ", ".join(
-        f"--{k.replace('_', '-')}={a!r} ({owner} {b!r})" for k, (a, b) in clash.items()
-    )
-
-
-def _resume(ckpt: str, config: MetaTrainConfig, seed: int, given: dict[str, Any]):
-    """Loads the checkpoint; its config wins, but flags that contradict it are an error."""
-    try:
-        info = checkpoint.read_state_info(ckpt)
-    except checkpoint.CheckpointVersionError as e:
-        if e.version != 1:
-            raise
-        weights = os.path.join(os.path.dirname(ckpt), "weights.npz")
-        raise CheckpointError(
-            f"{e}: its optimizees' LSTM states are [N, H] rows, from before they moved to "
-            f"coordinates last; it cannot be resumed; --init-weights {weights} starts a new "
-            "run from its weights"
-        ) from e
-    try:
-        saved = MetaTrainConfig.from_dict(info["config"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"{ckpt}: bad or missing config ({e})") from e
-    flat = {**dataclasses.asdict(saved), **dataclasses.asdict(saved.net)}
-    clash = {k: (v, flat[k]) for k, v in given.items() if flat.get(k) != v}
-    if clash or info.get("seed") != seed:
-        if info.get("seed") != seed:
-            clash["seed"] = (seed, info.get("seed"))
-        detail = _clash_detail(clash, "run has")
-        raise UsageError(f"cannot resume {ckpt} with different settings: {detail}")
-    shapes = jax.eval_shape(functools.partial(meta_train_init, config=saved), jax.random.PRNGKey(0))
-    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    state, _ = checkpoint.load_state(ckpt, template)
-    return jax.tree.map(jax.numpy.asarray, state), saved
-
-
-# ----------------------------------------------------------------------------- compare
-
-
-def compare(
-    problem_name: str,
-    weights: str | None | dict[str, str],
-    out: str,
-    *,
-    steps: int | None,
-    num_test: int,
-    num_val: int,
-    seed: int,
-    figure: str | None = None,
-) -> dict[str, Any]:
-    """Tunes the baselines on validation instances, evaluates all on test instances.
-
-    `weights` is one weights file or shipped name (row ``lstm``), or ``{label: weights}``
-    for several learned optimizers (rows ``lstm:<label>``; the first is the one that
-    steps-to-match measures). Writes ``out/results.json`` and the figure
-    (``out/<problem>.png`` unless `figure`), prints the table, and returns the results.
-    """
-    problem = problems.get(problem_name)
-    log_status(f"{problem_name}: {problem.description}; data: {problem.data_source}")
-    steps = problem.horizon if steps is None else steps
-    for flag, v in (("--steps", steps), ("--num-test", num_test), ("--num-val", num_val)):
-        if v <= 0:
-            raise UsageError(f"{flag}={v} is invalid: must be an integer > 0")
-    if num_test < 2:
-        raise UsageError(f"--num-test={num_test} is invalid: a 95% interval needs at least 2")
-    os.makedirs(out, exist_ok=True)
-    val_keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
-    test_keys = evaluate.instance_keys(seed, evaluate.TEST_STREAM, num_test)
-    named = weights if isinstance(weights, dict) else {"": weights}
-    runs = {}
-    for label, w in named.items():
-        theta, net = transform.resolve_weights(w, None)
-        opt = transform.learned_opt(theta, config=net)
-        runs[f"lstm:{label}" if label else "lstm"] = lambda lr, opt=opt: opt
-    first_lstm = next(iter(runs))
-    runs.update(evaluate.BASELINES)
-    results: dict[str, Any] = {
-        "problem": problem_name,
-        "steps": steps,
-        "num_test": num_test,
-        "num_val": num_val,
-        "seed": seed,
-        "weights": {k: v or f"shipped:{pretrained.DEFAULT}" for k, v in named.items()},
-        "lr_grid": evaluate.log_grid().tolist(),
-        "optimizers": {},
-    }
-    bar = tqdm(runs.items(), desc="compare", unit="optimizer", dynamic_ncols=True)
-    for name, make_opt in bar:
-        bar.set_postfix(optimizer=name)
-        if name.startswith("lstm"):
-            lr, tuning = None, None
-        else:
-            tuned = evaluate.tune_learning_rate(problem, make_opt, val_keys, steps)
-            lr = tuned.learning_rate
-            tuning = {"grid": tuned.grid.tolist(), "val_final_mean": tuned.scores.tolist()}
-        curves, metrics = _evaluate(problem, make_opt(lr), test_keys, steps)
-        s = evaluate.summarize(curves)
-        entry = {
-            "learning_rate": lr,
-            "log10_final_mean": s.log10_final_mean,
-            "final_mean": s.final_mean,
-            "final_low": s.final_low,
-            "final_high": s.final_high,
-            "final_per_instance": curves[:, -1].tolist(),
-            "mean": s.mean.tolist(),
-            "low": s.low.tolist(),
-            "high": s.high.tolist(),
-            "tuning": tuning,
-        }
-        for metric, values in metrics.items():
-            m = evaluate.summarize(values[:, None])
-            entry[metric] = {"mean": m.final_mean, "low": m.final_low, "high": m.final_high}
-        results["optimizers"][name] = entry
-    # Steps-to-match (VeLO's measure): steps tuned Adam needs to reach the LSTM's final mean
-    # loss, from a run of 4x the horizon on the same test instances.
-    long_steps = 4 * steps
-    adam_long, _ = _evaluate(
-        problem, optax.adam(results["optimizers"]["adam"]["learning_rate"]), test_keys, long_steps
-    )
-    target = results["optimizers"][first_lstm]["final_mean"]
-    results["steps_to_match_of"] = first_lstm
-    results["adam_steps_to_match_lstm"] = evaluate.steps_to_reach(
-        evaluate.summarize(adam_long).mean, target
-    )
-    results["adam_long_steps"] = long_steps
-    write_json(os.path.join(out, "results.json"), results)
-    print(format_table(results))
-    fig_path = figure or os.path.join(out, f"{problem_name}.png")
-    save_figure(results, fig_path)
-    print(f"wrote {os.path.join(out, 'results.json')} and {fig_path}")
-    return results
-
-
-def _evaluate(problem, opt, keys, steps):
-    """``(curves [M, T + 1], test metrics {name: [M]})`` as numpy, data passed to jit."""
-    run = jax.jit(lambda k, data: evaluate.curves_and_test_metrics(problem, opt, k, steps, data))
-    curves, metrics = run(keys, problem.data)
-    return np.asarray(curves), {k: np.asarray(v) for k, v in metrics.items()}
-
-
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
-
-
-def write_json(path: str, obj: Any) -> None:
-    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False)
-    checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """optimizer | tuned lr | log10 mean final loss | mean final loss [95% CI] | / Adam."""
-    opts = results["optimizers"]
-    adam = opts.get("adam", {}).get("final_mean")
-    has_test = any("test_accuracy" in r for r in opts.values())
-    head_row = ["optimizer", "tuned lr", "log10 mean final", "mean final loss [95% CI]", "/ Adam"]
-    if has_test:
-        head_row += ["test loss", "test accuracy [95% CI]"]
-    rows = [tuple(head_row)]
-    for name, r in opts.items():
-        lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:.3g}"
-        log10 = r["log10_final_mean"]
-        ci = f"{r['final_mean']:.4g} [{r['final_low']:.3g}, {r['final_high']:.3g}]"
-        ratio = f"{r['final_mean'] / adam:.3g}" if adam else "-"
-        row = [name, lr, "nan" if log10 is None else f"{log10:.3f}", ci, ratio]
-        if has_test:
-            t, a = r.get("test_loss"), r.get("test_accuracy")
-            row.append(f"{t['mean']:.4g}" if t else "-")
-            row.append(f"{a['mean']:.4f} [{a['low']:.3f}, {a['high']:.3f}]" if a else "-")
-        rows.append(tuple(row))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    head = (
-        f"{results['problem']}: {results['num_test']} test instances, {results['steps']} steps "
-        f"(baselines tuned on {results['num_val']} validation instances)"
-    )
-    tail = ""
-    if "adam_steps_to_match_lstm" in results:
-        n = results["adam_steps_to_match_lstm"]
-        reach = f"{n} steps" if n is not None else f"more than {results['adam_long_steps']} steps"
-        tail = (
-            f"\ntuned Adam needs {reach} to reach the LSTM's mean final loss at {results['steps']}"
-        )
-    return head + "\n" + "\n".join(lines) + tail
-
-
-def save_figure(results: dict[str, Any], path: str) -> None:
-    title = f"{results['problem']}: learned LSTM vs tuned baselines"
-    fig = plotting.loss_curves_figure(results, title)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-
-
-def plot(results_path: str, out: str) -> None:
-    try:
-        with open(results_path) as f:
-            results = json.load(f)
-    except FileNotFoundError as e:
-        raise UsageError(f"{results_path}: file not found (run `l2l-opt compare` first)") from e
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{results_path}: not valid JSON ({e})") from e
-    save_figure(results, out)
-    print(f"wrote {out}")
-
-
-def demo(out: str, plots_dir: str, outer_steps: int, seed: int) -> None:
-    """Meta-trains on quadratics, compares with tuned baselines, writes the figure."""
-    t0 = time.perf_counter()
-    config = MetaTrainConfig(problem="quadratic")
-    run_dir = os.path.join(out, "meta_train")
-    weights = meta_train(
-        config, run_dir, outer_steps=outer_steps, seed=seed, resume=True, checkpoint_every=250
-    )
-    results = compare(
-        "quadratic",
-        weights,
-        os.path.join(out, "compare"),
-        steps=100,
-        num_test=100,
-        num_val=100,
-        seed=seed,
-        figure=os.path.join(plots_dir, "quadratic.png"),
-    )
-    write_json(os.path.join(plots_dir, "quadratic.json"), results)
-    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
-
-
 def list_problems() -> None:
     """Prints the problems (params, horizon, data) and the families."""
+    problems = _suite()
     rows = [("name", "params", "horizon", "data", "what")]
     for name in problems.names():
         p = problems.get(name)
@@ -531,22 +349,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2l-opt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("meta-train", help="meta-train the LSTM optimizer by truncated BPTT")
+    p = sub.add_parser("meta-train", help="meta-train a learned optimizer (TBPTT or PES)")
     p.add_argument("--outer-steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run directory (checkpoint, weights, metrics)")
+    p.add_argument(
+        "--problem",
+        default=None,
+        help="a problem, family or 'name=weight,...' mixture from `l2l-opt problems`, or "
+        f"module:factory for your own (default {DEFAULT_PROBLEM}; on --resume, the run's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from DIR's checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument(
+        "--time-budget", type=float, default=None,
+        help="seconds after which the run checkpoints and stops (go on with --resume)",
+    )  # fmt: skip
     p.add_argument(
         "--init-weights", default=None, help="start from these weights (file or shipped name)"
     )
     p.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process")
-    _add_meta_train_flags(p)
+    _add_config_flags(p)
 
     p = sub.add_parser("compare", help="learned optimizer vs tuned SGD, NAG, RMSprop, Adam")
-    p.add_argument("--problem", default="quadratic", help="a name from `l2l-opt problems`")
+    p.add_argument(
+        "--problem", default=DEFAULT_PROBLEM,
+        help="a name from `l2l-opt problems`, or module:factory for your own",
+    )  # fmt: skip
     p.add_argument("--weights", default=None, help="weights .npz or shipped name")
     p.add_argument("--steps", type=int, default=None, help="(default: the problem's horizon)")
     p.add_argument("--out", required=True)
@@ -558,9 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True)
     p.add_argument("--out", required=True, help="output .png")
 
-    p = sub.add_parser("demo", help="meta-train on quadratics, compare, plot (about 3 min)")
+    p = sub.add_parser("demo", help="meta-train on quadratics, compare, plot (minutes)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--plots", default="plots")
+    p.add_argument(
+        "--plots", default=None,
+        help="where the figure and its JSON go (default OUT/plots; `--plots plots` "
+        "regenerates the shipped figure)",
+    )  # fmt: skip
     p.add_argument("--outer-steps", type=int, default=DEMO_OUTER_STEPS)
     p.add_argument("--seed", type=int, default=0)
 
@@ -571,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = data_sub.add_parser("download", help="download a data set (sha256-checked, resumable)")
     d.add_argument("dataset", choices=["mnist"])
     d.add_argument("--dir", default=None, help="data directory (default $L2L_DATA_DIR or cache)")
-    d.add_argument("--url", default=datasets.MNIST_URL, help="base URL of the IDX files")
+    d.add_argument("--url", default=None, help="base URL of the IDX files")
     return parser
 
 
@@ -582,20 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "meta-train":
             init_distributed(args.coordinator, args.num_processes, args.process_id)
-            config, given = _config_from_flags(args)
-            weights = meta_train(
-                config,
-                args.out,
-                outer_steps=args.outer_steps,
-                seed=args.seed,
-                resume=args.resume,
-                checkpoint_every=args.checkpoint_every,
-                given=given,
-                init_weights=args.init_weights,
-            )
-            print(f"wrote {weights}")
+            print(f"wrote {meta_train(args)}")
         elif args.command == "compare":
-            compare(
+            compare_command(
                 args.problem,
                 args.weights,
                 args.out,
@@ -611,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "problems":
             list_problems()
         elif args.command == "data":
-            download(args.dataset, args.dir, args.url)
+            download(args.dataset, args.dir, args.url or datasets.MNIST_URL)
     except (UsageError, ConfigError, CheckpointError, datasets.DataError, ValueError, OSError) as e:
         print(f"l2l-opt: error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from problems.base import Problem
+from l2l_opt import inner
+from l2l_opt.problem import Problem
 
 # Disjoint key streams: meta-training draws from fold_in(key(seed), 0); validation and
 # test instances from these, so they are never seen in meta-training or tuning.
@@ -61,11 +62,8 @@ def final_state_and_curves(
         batch_keys = jax.random.split(k_batches, num_steps + 1)
 
         def step(carry, k):
-            params, opt_state = carry
-            batch = problem.sample_batch(k, instance, data)
-            loss, grads = jax.value_and_grad(problem.loss)(params, instance, batch)
-            updates, opt_state = opt.update(grads, opt_state, params, value=loss)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            params, opt_state, loss = inner.step(problem, opt, *carry, instance, k, data)
+            return (params, opt_state), loss
 
         (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), batch_keys[:-1])
         batch = problem.sample_batch(batch_keys[-1], instance, data)

@@ -1,18 +1,145 @@
-"""The coordinatewise deep LSTM: one set of weights, one (h, c) state per coordinate."""
+"""The coordinatewise deep LSTM optimizer: one set of weights, one (h, c) state per coordinate."""
 
+import dataclasses
 import functools
+import math
+from typing import Any, ClassVar, NamedTuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
 from l2l_opt import preprocessing
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt.config import (
+    check,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_unit_interval,
+    from_dict,
+)
+from l2l_opt.structure import restore
+
+PREPROCESSINGS = ("log_sign", "identity", "adam")
+HEAD_INITS = ("default", "zeros")
+PARTITIONS = ("none", "conv_fc")
+STATE_DTYPES = ("float32", "bfloat16")
+KERNELS = ("xla", "pallas")
 
 # One hk.LSTMState([H, N], [H, N]) per layer: coordinates last, so that each gate is a
 # contiguous [H, N] block (see `_lstm_columns`).
 LSTMCoreState = tuple[hk.LSTMState, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMOptConfig:
+    """The coordinatewise LSTM optimizer's architecture (defaults: Andrychowicz et al. 2016).
+
+    Attributes:
+      num_layers: stacked LSTM layers; 0 gives a linear map of the features.
+      hidden_size: units per LSTM layer.
+      preprocessing: ``"log_sign"`` (the paper's Appendix A), ``"identity"``, or ``"adam"``:
+        Adam-normalised inputs ``(g / sqrt(v), m / sqrt(v))`` from running moments (as in
+        RNNprop, Lv et al. 2017), which make the optimizer invariant to gradient scale.
+      p: the log/sign threshold exponent: gradients with ``|g| < exp(-p)`` take the linear branch.
+      output_scale: the network's output is multiplied by this (paper: 0.1).
+      beta1: decay of the first moment (``"adam"`` preprocessing).
+      beta2: decay of the second moment (``"adam"`` preprocessing).
+      skip_init: if set, a linear map from the features straight to the output, beside the
+        LSTM, starting at these weights (one per feature). With ``"adam"`` features,
+        ``(0, -1)`` starts the optimizer as Adam with learning rate `output_scale`.
+      head_init: ``"default"`` (Haiku's) or ``"zeros"``: the LSTM's head starts at zero, so
+        the untrained optimizer is exactly its skip path.
+      partition: ``"none"`` (one LSTM for all parameters) or ``"conv_fc"``: separate LSTMs,
+        one for parameters under top-level keys starting with ``conv`` and one for the rest
+        (the paper's CIFAR-10 setting).
+    """
+
+    num_layers: int = 2
+    hidden_size: int = 20
+    preprocessing: str = "log_sign"
+    p: float = 10.0
+    output_scale: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.999
+    skip_init: tuple[float, ...] | None = None
+    head_init: str = "default"
+    partition: str = "none"
+
+    name: ClassVar[str] = "lstm"
+
+    def __post_init__(self):
+        check_positive_int(self, "num_layers", allow_zero=True)
+        check_positive_int(self, "hidden_size")
+        check_choice(self, "preprocessing", PREPROCESSINGS)
+        check_positive_float(self, "p", "output_scale")
+        check_unit_interval(self, "beta1", "beta2")
+        if self.skip_init is not None:
+            n = preprocessing.NUM_FEATURES[self.preprocessing]
+            ok = (
+                isinstance(self.skip_init, (tuple, list))
+                and len(self.skip_init) == n
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in self.skip_init)
+            )
+            check(
+                ok,
+                "LSTMOptConfig",
+                "skip_init",
+                self.skip_init,
+                f"must be None or {n} finite numbers (one per {self.preprocessing} feature)",
+            )
+            object.__setattr__(self, "skip_init", tuple(float(x) for x in self.skip_init))
+        check_choice(self, "head_init", HEAD_INITS)
+        check_choice(self, "partition", PARTITIONS)
+
+    def groups(self) -> tuple[str, ...]:
+        """Names of the separate LSTMs: ``()`` for one shared LSTM."""
+        return ("conv", "fc") if self.partition == "conv_fc" else ()
+
+    def unpartitioned(self) -> "LSTMOptConfig":
+        return dataclasses.replace(self, partition="none")
+
+    def init(self, key: ArrayLike) -> hk.Params:
+        """Fresh meta-parameters (`init_theta`)."""
+        return init_theta(key, self)
+
+    def opt(
+        self,
+        theta: hk.Params,
+        *,
+        learning_rate: optax.ScalarOrSchedule = 1.0,
+        kernel: str = "xla",
+        state_dtype: str = "float32",
+        chunk: int | None = None,
+        tiling: Any = None,
+    ) -> optax.GradientTransformationExtraArgs:
+        """``chain(scale_by_lstm(theta, self, ...), scale_by_learning_rate(learning_rate))``.
+
+        `kernel`, `state_dtype`, `chunk` and `tiling` are runtime options (see
+        `scale_by_lstm`): they change where and how fast the same function is computed, and
+        are not saved with the weights.
+        """
+        options = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
+        return optax.chain(
+            scale_by_lstm(theta, self, **options),
+            optax.scale_by_learning_rate(learning_rate, flip_sign=False),
+        )
+
+    def check_theta(self, theta: hk.Params) -> None:
+        """Raises ValueError unless `theta` fits this network (`check_theta`)."""
+        check_theta(theta, self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LSTMOptConfig":
+        """The config saved by `to_dict`. ``state_dtype``, saved in files written before it
+        became a runtime option of `scale_by_lstm`, is ignored."""
+        d = {k: v for k, v in d.items() if k != "state_dtype"} if isinstance(d, dict) else d
+        return from_dict(cls, d)
 
 
 def _layers(config: LSTMOptConfig) -> list[hk.LSTM]:
@@ -84,7 +211,7 @@ def apply(
 
 
 def _lstm_columns(
-    params: dict, x_FxN: jax.Array, state: hk.LSTMState
+    w: jax.Array, b: jax.Array, x_FxN: jax.Array, state: hk.LSTMState
 ) -> tuple[jax.Array, hk.LSTMState]:
     r"""`hk.LSTM.__call__` with coordinates last: the same weights ``w [F + H, 4H]``, ``b [4H]``.
 
@@ -95,25 +222,45 @@ def _lstm_columns(
     Each gate is a contiguous ``[H, N]`` block, so every elementwise operation runs along
     the coordinates in full vector registers.
     """
-    z = params["w"].T @ jnp.concatenate([x_FxN, state.hidden]) + params["b"][:, None]
+    z = w.T @ jnp.concatenate([x_FxN, state.hidden]) + b[:, None]
     i, g, f, o = jnp.split(z, 4)
     c = jax.nn.sigmoid(f + 1) * state.cell + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return h, hk.LSTMState(h, c)
 
 
+class LSTMWeights(NamedTuple):
+    """The network's weights by role, the one place that knows Haiku's parameter names."""
+
+    layers: tuple[tuple[jax.Array, jax.Array], ...]  # per layer (w [F + H, 4H], b [4H])
+    head_w: jax.Array  # [H] (or [F] with no layers)
+    head_b: jax.Array  # [1]
+    skip_w: jax.Array | None  # [F], or None without a skip path
+
+
+def unpack(theta: hk.Params, config: LSTMOptConfig) -> LSTMWeights:
+    """`theta` (as `network(config)` names it) by role."""
+    layers = tuple(
+        (theta[f"lstm_{i}/linear"]["w"], theta[f"lstm_{i}/linear"]["b"])
+        for i in range(config.num_layers)
+    )
+    skip = theta["skip"]["w"][:, 0] if config.skip_init is not None else None
+    return LSTMWeights(layers, theta["head"]["w"][:, 0], theta["head"]["b"], skip)
+
+
 def _forward_columns(
     theta: hk.Params, feats_FxN: jax.Array, state: LSTMCoreState, config: LSTMOptConfig
 ) -> tuple[jax.Array, LSTMCoreState]:
     """`network(config).apply` on coordinates-last arrays (feats ``[F, N]``, state ``[H, N]``)."""
+    weights = unpack(theta, config)
     x = feats_FxN
     new_state = []
-    for i, layer_state in enumerate(state):
-        x, s = _lstm_columns(theta[f"lstm_{i}/linear"], x, layer_state)
+    for (w, b), layer_state in zip(weights.layers, state, strict=True):
+        x, s = _lstm_columns(w, b, x, layer_state)
         new_state.append(s)
-    out_N = theta["head"]["w"][:, 0] @ x + theta["head"]["b"][0]
-    if config.skip_init is not None:
-        out_N = out_N + theta["skip"]["w"][:, 0] @ feats_FxN
+    out_N = weights.head_w @ x + weights.head_b[0]
+    if weights.skip_w is not None:
+        out_N = out_N + weights.skip_w @ feats_FxN
     return out_N * config.output_scale, tuple(new_state)
 
 
@@ -266,3 +413,172 @@ def check_theta(theta: hk.Params, config: LSTMOptConfig) -> None:
         extra = set(theta[module]) - set(params)
         if extra:
             raise ValueError(f"theta[{module!r}] has unexpected params {sorted(extra)}")
+
+
+# ----------------------------------------------------------------------------- transformation
+
+
+class LearnedOptState(NamedTuple):
+    """State of `scale_by_lstm`."""
+
+    lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([H, leaf.size]) per layer
+    moments: optax.Updates  # per leaf: (m, v) [leaf.size] for "adam" features, else ()
+    count: jax.Array  # shape=(), dtype=int32
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """float32, or wider when the leaf is wider (float64 under x64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def pallas_module():
+    """`l2l_opt.pallas_lstm`, imported on first use (Pallas' Triton bindings are part of
+    jaxlib, but not needed by the default path): ImportError says what is missing."""
+    try:
+        from l2l_opt import pallas_lstm  # noqa: PLC0415 (on first use, see above)
+    except ImportError as e:
+        raise ImportError(f"kernel='pallas' needs jax.experimental.pallas.triton: {e}") from e
+    return pallas_lstm
+
+
+def check_kernel(kernel: str, config: LSTMOptConfig) -> None:
+    """Raises ValueError unless `kernel` is one of `KERNELS` and can run `config`."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is invalid: must be one of {list(KERNELS)}")
+    if kernel == "pallas":  # the kernel's limits do not depend on the partition
+        pallas_module().check_config(config)
+
+
+def scale_by_lstm(
+    theta: hk.Params,
+    config: LSTMOptConfig | None = None,
+    *,
+    kernel: str = "xla",
+    state_dtype: str = "float32",
+    chunk: int | None = None,
+    tiling: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Replaces each gradient coordinate by the output of a shared coordinatewise LSTM.
+
+    .. math::
+      (u_t^i, s_{t+1}^i) = m(\mathrm{pre}(g_t^i), s_t^i; \theta)
+
+    with one LSTM state :math:`s^i` per coordinate :math:`i` of every leaf and weights
+    :math:`\theta` shared by all. The sign is the network's: add the result to the params
+    (``optax.apply_updates``). Features are computed in float32 (float64 for float64 leaves)
+    and each update is cast back to its gradient's dtype.
+
+    Args:
+      theta: the network's meta-parameters (`LSTMOptConfig.init` or a weights file).
+      config: the network's architecture; defaults to `LSTMOptConfig()`.
+      kernel: ``"xla"`` (default): the network as XLA operations; ``"pallas"``: one fused
+        Pallas kernel per leaf (`l2l_opt.pallas_lstm`, for NVIDIA GPUs; on CPU it runs in
+        interpret mode, slowly). Both compute the same function; leaves the kernel does not
+        take (`l2l_opt.pallas_lstm.fits`) take the XLA path.
+      state_dtype: ``"float32"`` or ``"bfloat16"``: the dtype the per-coordinate LSTM state
+        is stored in between steps (computation stays in float32); bfloat16 halves the
+        state's memory and traffic.
+      chunk: coordinates per block of the XLA path (`apply_features`); ``None`` for
+        `default_chunk()` of the backend, 0 for no blocks.
+      tiling: the Pallas kernel's `l2l_opt.pallas_lstm.Tiling`; None for its default.
+
+    Returns:
+      A `GradientTransformationExtraArgs`; its update accepts and ignores ``value=`` and
+      any other extra keyword arguments.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, l2l_opt
+      >>> cfg = l2l_opt.LSTMOptConfig()
+      >>> tx = l2l_opt.scale_by_lstm(cfg.init(jax.random.key(0)), cfg)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update(params, tx.init(params))
+      >>> updates["w"].shape
+      (3,)
+
+    References:
+      Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
+    """
+    config = LSTMOptConfig() if config is None else config
+    check_theta(theta, config)
+    check_kernel(kernel, config)
+    if state_dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype={state_dtype!r} is invalid: must be one of {STATE_DTYPES}")
+    if config.groups():
+        inner = config.unpartitioned()
+        options = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
+        return optax.multi_transform(
+            {g: scale_by_lstm(theta[g], inner, **options) for g in config.groups()},
+            partition_labels,
+        )
+
+    use_moments = config.preprocessing == "adam"
+    pallas = pallas_module() if kernel == "pallas" else None
+
+    def init_fn(params):
+        def leaf_state(p):
+            dtype = compute_dtype(jnp.result_type(p))
+            if state_dtype == "bfloat16":
+                dtype = jnp.bfloat16
+            return initial_state(config, jnp.size(p), dtype)
+
+        def leaf_moments(p):
+            if not use_moments:
+                return ()
+            z = lambda: jnp.zeros((jnp.size(p),), compute_dtype(jnp.result_type(p)))
+            return (z(), z())  # two buffers, so that the state can be donated
+
+        return LearnedOptState(
+            lstm=jax.tree.map(leaf_state, params),
+            moments=jax.tree.map(leaf_moments, params),
+            count=jnp.zeros([], jnp.int32),
+        )
+
+    # Per leaf, the structure of its state (see `structure.restore`).
+    layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
+    moments_like = (0, 0) if use_moments else ()
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        del params, value, extra_args
+        count = optax.safe_increment(state.count)
+        leaves, treedef = jax.tree.flatten(updates)
+        leaf_states = [restore(s, layers_like) for s in treedef.flatten_up_to(state.lstm)]
+        leaf_moments = [restore(m, moments_like) for m in treedef.flatten_up_to(state.moments)]
+        new_updates, new_states, new_moments = [], [], []
+        for g, s, mv in zip(leaves, leaf_states, leaf_moments, strict=True):
+            g_N = jnp.reshape(g, (-1,)).astype(compute_dtype(g.dtype))
+            if use_moments:
+                m, v = preprocessing.adam_moments(g_N, *mv, config.beta1, config.beta2)
+                feats = preprocessing.adam_features(g_N, m, v, count, config.beta1, config.beta2)
+                mv = (m, v)
+            else:
+                feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
+            # Stored state may be bfloat16; the step runs in the features' dtype.
+            if pallas and pallas.fits(g_N.size, feats.dtype, config):
+                u_N, new_s = pallas.apply(theta, feats, s, config, tiling)
+            else:
+                u_N, new_s = apply_features(theta, feats, s, config, chunk)
+            new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
+            new_states.append(new_s)
+            new_moments.append(mv)
+        old_state = LearnedOptState(
+            treedef.unflatten(leaf_states), treedef.unflatten(leaf_moments), state.count
+        )
+        new_state = LearnedOptState(
+            lstm=treedef.unflatten(new_states),
+            moments=treedef.unflatten(new_moments),
+            count=count,
+        )
+        return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def partition_labels(params: optax.Params) -> optax.Params:
+    """``"conv"`` for leaves under a top-level key starting with ``conv``, else ``"fc"``."""
+
+    def label(path, _):
+        first = path[0] if path else None
+        name = getattr(first, "key", getattr(first, "name", ""))
+        return "conv" if str(name).startswith("conv") else "fc"
+
+    return jax.tree_util.tree_map_with_path(label, params)

@@ -1,7 +1,6 @@
-"""Meta-training by truncated backpropagation through time over a batch of optimizees."""
+"""Meta-training: the outer update of theta over a gradient estimator's truncations."""
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import haiku as hk
@@ -11,16 +10,21 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-import problems
-from l2l_opt import lstm, unroll
+from l2l_opt import architecture, estimators, unroll
 from l2l_opt.config import (
     ConfigError,
-    LSTMOptConfig,
     check,
+    check_bool,
+    check_choice,
     check_positive_float,
     check_positive_int,
+    check_range,
     from_dict,
 )
+from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.problem import Mixture, Problem, as_mixture, augment
+
+Stage = tuple[int, int, int]  # (from outer step, unroll length, horizon)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,69 +32,141 @@ class MetaTrainConfig:
     """Settings of a meta-training run (defaults: Andrychowicz et al. 2016).
 
     Attributes:
-      problem: a registered problem or family (``l2l-opt problems``), or a weighted mixture
-        ``"name=weight,name=weight"``.
       num_tasks: optimizees trained in parallel per outer step, split over a mixture's
         members in proportion to their weights (at least one each).
-      unroll_length: inner steps per truncation (K); must divide `horizon`.
-      horizon: inner steps per optimizee before it is re-sampled (T).
+      unroll_length: inner steps per truncation (K).
+      horizon: inner steps per optimizee before it is re-sampled (T); with `min_horizon`,
+        the largest horizon drawn. Rounded up to a multiple of K.
+      min_horizon: if set, each new optimizee draws its horizon log-uniformly between this
+        and `horizon` (a multiple of K).
+      curriculum: stages ``((from_step, unroll_length, horizon), ...)`` that replace K and
+        the horizon from the given outer steps on (the first from step 0), e.g. short
+        truncations and horizons first. Flag syntax: ``0:10:100,500:20:1000``.
+      estimator: ``"tbptt"`` (truncated backprop through time) or ``"pes"`` (persistent
+        evolution strategies, forward passes only, unbiased over the whole horizon).
+      pes_std: PES's perturbation standard deviation.
+      meta_objective: ``"sum"`` of the losses (the paper), ``"mean_log"`` (mean of log
+        losses) or ``"normalized"`` (losses over the task's initial loss); the last two
+        let tasks of different scales be mixed.
+      param_scale: task augmentation: ``(low, high)`` of random per-instance scales of the
+        optimizee's parameters (`l2l_opt.problem.augment`); None for none.
+      loss_scale: task augmentation: ``(low, high)`` of random per-instance loss scales.
       meta_learning_rate: Adam's learning rate on theta.
       clip_norm: meta-gradients are clipped to this global norm.
-      second_order: keep second derivatives of the optimizee (paper: dropped).
+      second_order: keep second derivatives of the optimizee (paper: dropped; truncated
+        backprop only).
       remat: recompute inner-step activations in the backward pass (``jax.checkpoint``)
-        instead of storing them: the same meta-gradients with about a fifth of the memory,
-        and faster on CPU and GPU in experiments/benchmark.py.
+        instead of storing them: the same meta-gradients with about a fifth of the memory.
       max_nonfinite: stop after this many outer steps in a row with a non-finite meta-loss
         or meta-gradient (each is skipped).
-      net: the network's architecture.
+      net: the learned optimizer's architecture (`l2l_opt.LSTMOptConfig`,
+        `l2l_opt.MLPOptConfig`, or one registered with `l2l_opt.architecture.register`).
     """
 
-    problem: str = "quadratic"
     num_tasks: int = 128
     unroll_length: int = 20
     horizon: int = 100
+    min_horizon: int | None = None
+    curriculum: tuple[Stage, ...] = ()
+    estimator: str = "tbptt"
+    pes_std: float = 0.01
+    meta_objective: str = "sum"
+    param_scale: tuple[float, float] | None = None
+    loss_scale: tuple[float, float] | None = None
     meta_learning_rate: float = 1e-3
     clip_norm: float = 1.0
     second_order: bool = False
     remat: bool = True
     max_nonfinite: int = 10
-    net: LSTMOptConfig = LSTMOptConfig()
+    net: Any = LSTMOptConfig()
 
     def __post_init__(self):
-        try:
-            problems.parse_mixture(self.problem)
-        except (ValueError, TypeError) as e:
-            check(False, "MetaTrainConfig", "problem", self.problem, str(e))
+        name = "MetaTrainConfig"
         check_positive_int(self, "num_tasks", "unroll_length", "horizon", "max_nonfinite")
         check(
             self.horizon % self.unroll_length == 0,
-            "MetaTrainConfig",
+            name,
             "unroll_length",
             self.unroll_length,
             f"must divide horizon={self.horizon} (and so be at most horizon)",
         )
-        check_positive_float(self, "meta_learning_rate", "clip_norm")
-        for flag in ("second_order", "remat"):
-            value = getattr(self, flag)
-            check(isinstance(value, bool), "MetaTrainConfig", flag, value, "must be true or false")
+        if self.min_horizon is not None:
+            check_positive_int(self, "min_horizon")
+            check(
+                self.min_horizon <= self.horizon,
+                name,
+                "min_horizon",
+                self.min_horizon,
+                f"must be at most horizon={self.horizon}",
+            )
+        self._check_curriculum()
+        check_choice(self, "estimator", estimators.ESTIMATORS)
+        check_positive_float(self, "pes_std", "meta_learning_rate", "clip_norm")
+        check_choice(self, "meta_objective", unroll.OBJECTIVES)
+        check_range(self, "param_scale")
+        check_range(self, "loss_scale")
+        check_bool(self, "second_order", "remat")
         check(
-            isinstance(self.net, LSTMOptConfig),
+            not (self.second_order and self.estimator == "pes"),
+            name,
+            "second_order",
+            self.second_order,
+            "needs estimator='tbptt' (PES takes no derivatives)",
+        )
+        try:
+            architecture.name_of(self.net)
+        except TypeError as e:
+            check(False, name, "net", self.net, str(e))
+
+    def _check_curriculum(self):
+        stages = self.curriculum
+        ok = isinstance(stages, (tuple, list)) and all(
+            isinstance(s, (tuple, list))
+            and len(s) == 3
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in s)
+            for s in stages
+        )
+        check(
+            ok, "MetaTrainConfig", "curriculum", stages, "must be (from_step, K, horizon) triples"
+        )
+        stages = tuple(tuple(s) for s in stages)
+        object.__setattr__(self, "curriculum", stages)
+        starts = [s[0] for s in stages]
+        ok = (not stages or starts[0] == 0) and starts == sorted(set(starts))
+        ok = ok and all(k > 0 and h > 0 and h % k == 0 for _, k, h in stages)
+        check(
+            ok,
             "MetaTrainConfig",
-            "net",
-            self.net,
-            "must be an LSTMOptConfig",
+            "curriculum",
+            stages,
+            "stages must start at step 0, in increasing order, each K > 0 dividing its horizon",
         )
 
+    def at_step(self, step: int) -> "MetaTrainConfig":
+        """This config with the curriculum's unroll length and horizon at outer `step`."""
+        stage = [s for s in self.curriculum if s[0] <= step]
+        if not stage:
+            return self
+        _, k, h = stage[-1]
+        low = None if self.min_horizon is None else min(self.min_horizon, h)
+        return dataclasses.replace(self, unroll_length=k, horizon=h, min_horizon=low, curriculum=())
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["net"] = self.net.to_dict()
+        d["architecture"] = architecture.name_of(self.net)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MetaTrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"MetaTrainConfig: expected a dict, got {type(d).__name__}")
         d = dict(d)
+        name = d.pop("architecture", architecture.DEFAULT)
         if "net" in d:
             if not isinstance(d["net"], dict):
                 raise ConfigError(f"MetaTrainConfig.net={d['net']!r} is invalid: must be a dict")
-            d["net"] = LSTMOptConfig.from_dict(d["net"])
+            d["net"] = architecture.from_dict(name, d["net"])
         return from_dict(cls, d)
 
 
@@ -99,7 +175,7 @@ class MetaTrainState(NamedTuple):
 
     theta: hk.Params
     meta_opt_state: optax.OptState
-    tasks: tuple[unroll.UnrollState, ...]  # one per mixture member, leading axis its tasks
+    tasks: Any  # the estimator's per-task state (optimizees in flight, PES's sums)
     key: jax.Array  # uint32[2]
     step: jax.Array  # shape=(), int32: outer steps taken
     nonfinite_in_a_row: jax.Array  # shape=(), int32
@@ -107,7 +183,7 @@ class MetaTrainState(NamedTuple):
 
 
 class MetaTrainMetrics(NamedTuple):
-    meta_loss: jax.Array  # mean over tasks of the truncation's summed loss
+    meta_loss: jax.Array  # the estimator's mean over tasks of the truncation's meta-loss
     grad_norm: jax.Array  # global norm of the meta-gradient, before clipping
     skipped: jax.Array  # bool: the update was skipped (non-finite)
 
@@ -119,47 +195,63 @@ def meta_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
     )
 
 
-class Member(NamedTuple):
-    """One problem of the (possibly one-member) mixture a run meta-trains on."""
-
-    problem: problems.Problem
-    num_tasks: int
-    weight: float  # normalised: the members' weights sum to 1
-
-
-def members(config: MetaTrainConfig) -> tuple[Member, ...]:
-    """The run's problems with their task counts and normalised weights."""
-    mixture = problems.parse_mixture(config.problem)
-    total = sum(w for _, w in mixture)
-    return tuple(
-        Member(problems.get(name), max(1, round(config.num_tasks * w / total)), w / total)
-        for name, w in mixture
+def mixture_of(problem: Problem | Mixture, config: MetaTrainConfig) -> Mixture:
+    """`problem` as a mixture, each member augmented as `config` says."""
+    mixture = as_mixture(problem)
+    if config.param_scale is None and config.loss_scale is None:
+        return mixture
+    scales = dict(
+        param_scale=config.param_scale or (1.0, 1.0), loss_scale=config.loss_scale or (1.0, 1.0)
     )
+    return tuple((augment(p, **scales), w) for p, w in mixture)
 
 
-def data_of(config: MetaTrainConfig) -> tuple[Any, ...]:
+def data_of(problem: Problem | Mixture) -> tuple[Any, ...]:
     """The members' data sets, to pass to `meta_train_step` as an argument."""
-    return tuple(m.problem.data for m in members(config))
+    return tuple(p.data for p, _ in as_mixture(problem))
 
 
-def _new_tasks(config: MetaTrainConfig, key: jax.Array) -> tuple[unroll.UnrollState, ...]:
-    out = []
-    for i, m in enumerate(members(config)):
-        keys = jax.random.split(jax.random.fold_in(key, i), m.num_tasks)
-        init = lambda k, p=m.problem: unroll.init_unroll_state(p, config.net, k)
-        out.append(jax.vmap(init)(keys))
-    return tuple(out)
+_DEFAULT = object()
 
 
-def meta_train_init(key: jax.Array, config: MetaTrainConfig) -> MetaTrainState:
+def estimator_of(
+    config: MetaTrainConfig,
+    problem: Problem | Mixture,
+    copies_from: Any = _DEFAULT,
+    opt_options: dict[str, Any] | None = None,
+) -> estimators.GradientEstimator:
+    """The gradient estimator `config` names, over its truncations of `problem`.
+
+    `copies_from` and `opt_options` are runtime options (see `l2l_opt.unroll.Truncation`);
+    `copies_from` defaults to the backend's `l2l_opt.unroll.default_copies_from()`.
+    """
+    copies = unroll.default_copies_from() if copies_from is _DEFAULT else copies_from
+    config = config.at_step(0) if config.curriculum else config
+    truncation = unroll.Truncation(
+        members=unroll.members(mixture_of(problem, config), config.num_tasks),
+        arch=config.net,
+        num_steps=config.unroll_length,
+        horizons=unroll.Horizons(config.min_horizon, config.horizon),
+        objective=config.meta_objective,
+        second_order=config.second_order,
+        remat=config.remat,
+        copies_from=copies,
+        opt_options=tuple(sorted((opt_options or {}).items())),
+    )
+    return estimators.make(config.estimator, truncation, pes_std=config.pes_std)
+
+
+def meta_train_init(
+    key: jax.Array, config: MetaTrainConfig, problem: Problem | Mixture
+) -> MetaTrainState:
     """A fresh run: new theta, meta-optimizer state and optimizees, all from `key`."""
     k_theta, k_tasks, k_next = jax.random.split(key, 3)
-    theta = lstm.init_theta(k_theta, config.net)
+    theta = config.net.init(k_theta)
     zero = jnp.zeros([], jnp.int32)
     return MetaTrainState(
         theta=theta,
         meta_opt_state=meta_optimizer(config).init(theta),
-        tasks=_new_tasks(config, k_tasks),
+        tasks=estimator_of(config, problem).init(k_tasks, theta),
         key=k_next,
         step=zero,
         nonfinite_in_a_row=zero,
@@ -167,80 +259,35 @@ def meta_train_init(key: jax.Array, config: MetaTrainConfig) -> MetaTrainState:
     )
 
 
-def copies_from() -> int | None:
-    """Coordinates in an optimizee's largest leaf from which each task gets its own copy of
-    theta: 1,024 on CPU and GPU, where it was measured (see `meta_loss_and_grad`; on an H200
-    the 64-task MNIST meta-step took 0.079 s with copies against 0.092 s without); None
-    (never) elsewhere, where it has not been measured."""
-    return 1024 if jax.default_backend() in ("cpu", "gpu") else None
-
-
-def meta_loss_and_grad(
-    theta: hk.Params,
-    tasks: tuple[unroll.UnrollState, ...],
-    config: MetaTrainConfig,
-    data: tuple[Any, ...] | None = None,
-) -> tuple[tuple[jax.Array, tuple[unroll.UnrollState, ...]], hk.Params]:
-    """``((meta-loss, new tasks), d meta-loss / d theta)``.
-
-    The meta-loss is the members' weighted sum of their mean (over tasks) truncation losses;
-    each member's tasks share one ``vmap``, since members differ in shapes.
-    """
-    data = data_of(config) if data is None else data
-
-    def total_loss(theta):
-        total, new_tasks = 0.0, []
-        for m, m_tasks, m_data in zip(members(config), tasks, data, strict=True):
-            run = functools.partial(
-                unroll.unroll,
-                problem=m.problem,
-                config=config.net,
-                num_steps=config.unroll_length,
-                horizon=config.horizon,
-                second_order=config.second_order,
-                remat=config.remat,
-            )
-            # Optimizees with a large leaf get one copy of theta per task: the LSTM's matrix
-            # products are then batched on both sides (XLA's CPU dot of a shared matrix with
-            # batched coordinates transposes them first; on GPU it was faster too), and the
-            # gradient sums the copies.
-            # Tiny ones share theta: their products merge into one. experiments/benchmark.py,
-            # rows meta_mlp[shared theta] and meta_quad[copies], measures both choices.
-            largest = max(x[0].size for x in jax.tree.leaves(m_tasks.params))
-            threshold = copies_from()
-            m_theta, theta_axis = theta, None
-            if threshold is not None and largest >= threshold:
-                num = jax.tree.leaves(m_tasks)[0].shape[0]
-                m_theta = jax.tree.map(lambda t, n=num: jnp.broadcast_to(t, (n, *t.shape)), theta)
-                theta_axis = 0
-            losses, (m_new, _) = jax.vmap(run, in_axes=(theta_axis, 0, None))(
-                m_theta, m_tasks, m_data
-            )
-            total = total + m.weight * jnp.mean(losses)
-            new_tasks.append(m_new)
-        return total, tuple(new_tasks)
-
-    return jax.value_and_grad(total_loss, has_aux=True)(theta)
-
-
 def meta_train_step(
-    state: MetaTrainState, data: tuple[Any, ...] | None = None, *, config: MetaTrainConfig
+    state: MetaTrainState,
+    data: tuple[Any, ...] | None = None,
+    *,
+    config: MetaTrainConfig,
+    problem: Problem | Mixture,
+    copies_from: Any = _DEFAULT,
+    opt_options: dict[str, Any] | None = None,
 ) -> tuple[MetaTrainState, MetaTrainMetrics]:
-    """One outer step: unroll every task K steps, then one meta-optimizer step on theta.
+    """One outer step: the estimator's truncation of every task, then one meta-optimizer step.
 
-    Pass `data` (`data_of(config)`) as an argument of the enclosing ``jit``, so that data
+    Pass `data` (`data_of(problem)`) as an argument of the enclosing ``jit``, so that data
     sets are not compiled in as constants. A non-finite meta-loss or meta-gradient skips
     the update of theta and re-samples the optimizees (they may have diverged); the skip is
-    counted in the state.
+    counted in the state. With a curriculum, pass ``config.at_step(step)`` (the run loop
+    does). `copies_from` and `opt_options` are runtime options (see `estimator_of`).
     """
-    (loss, tasks), grads = meta_loss_and_grad(state.theta, state.tasks, config, data)
+    data = data_of(problem) if data is None else data
+    estimator = estimator_of(config, problem, copies_from, opt_options)
+    key, k_tasks = jax.random.split(state.key)
+    loss, grads, tasks = estimator.estimate(
+        state.theta, state.tasks, data, jax.random.fold_in(k_tasks, 1)
+    )
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, meta_opt_state = meta_optimizer(config).update(
         grads, state.meta_opt_state, state.theta
     )
     theta = optax.apply_updates(state.theta, updates)
-    key, k_tasks = jax.random.split(state.key)
 
     def keep_if_ok(new, old):
         return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
@@ -249,7 +296,7 @@ def meta_train_step(
     new_state = MetaTrainState(
         theta=keep_if_ok(theta, state.theta),
         meta_opt_state=keep_if_ok(meta_opt_state, state.meta_opt_state),
-        tasks=jax.lax.cond(ok, lambda: tasks, lambda: _new_tasks(config, k_tasks)),
+        tasks=jax.lax.cond(ok, lambda: tasks, lambda: estimator.init(k_tasks, state.theta)),
         key=key,
         step=state.step + 1,
         nonfinite_in_a_row=in_a_row.astype(jnp.int32),
@@ -265,7 +312,7 @@ def task_mesh(devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
 
 
 def shard_state(state: MetaTrainState, mesh: jax.sharding.Mesh) -> MetaTrainState:
-    """Data parallelism over tasks: each member's tasks split along their leading axis.
+    """Data parallelism over tasks: each per-task array split along its leading axis.
 
     Theta, the meta-optimizer state and keys are replicated; `jax.jit` of
     `meta_train_step` then runs each device's tasks locally and the compiler inserts the
@@ -274,13 +321,15 @@ def shard_state(state: MetaTrainState, mesh: jax.sharding.Mesh) -> MetaTrainStat
     """
     replicated = NamedSharding(mesh, PartitionSpec())
     by_task = NamedSharding(mesh, PartitionSpec("tasks"))
-    tasks = []
-    for member_tasks in state.tasks:
-        leading = jax.tree.leaves(member_tasks)[0].shape[0]
-        sharding = by_task if leading % mesh.size == 0 else replicated
-        tasks.append(jax.device_put(member_tasks, sharding))
+
+    def place(leaf):
+        leading = leaf.shape[0] if jnp.ndim(leaf) else 0
+        return jax.device_put(leaf, by_task if leading and leading % mesh.size == 0 else replicated)
+
+    # Every per-task leaf (PES's sums included) has the tasks as its leading axis.
+    tasks = jax.tree.map(place, state.tasks)
     rest = jax.device_put(state._replace(tasks=()), replicated)
-    return rest._replace(tasks=tuple(tasks))
+    return rest._replace(tasks=tasks)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:

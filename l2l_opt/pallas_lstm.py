@@ -29,7 +29,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from l2l_opt import lstm
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt.lstm import LSTMOptConfig
 
 MIN_COORDS = 128  # smaller leaves take the XLA path
 MAX_HIDDEN = 64  # larger H would not fit a block's state in registers
@@ -125,25 +125,20 @@ def prepare(theta: hk.Params, config: LSTMOptConfig, transposed: bool = False) -
     ``b [4, HP]`` (gate q's weights transposed, zero-padded; with `transposed`, ``wx`` and
     ``wh`` as ``[4, F or HP, HP]``), ``head [HP]``, ``head_b [1]``, ``skip [F]``."""
     h, hp = config.hidden_size, padded(config.hidden_size)
+    weights = lstm.unpack(theta, config)
     layers = []
-    for i in range(config.num_layers):
-        lin = theta[f"lstm_{i}/linear"]
-        fin = lin["w"].shape[0] - h
+    for i, (w, b) in enumerate(weights.layers):
+        fin = w.shape[0] - h
         gates = lambda w: jnp.transpose(jnp.reshape(w, (w.shape[0], 4, h)), (1, 2, 0))
         pad_in = 0 if i == 0 else hp - fin
-        wx = jnp.pad(gates(lin["w"][:fin]), ((0, 0), (0, hp - h), (0, pad_in)))
-        wh = jnp.pad(gates(lin["w"][fin:]), ((0, 0), (0, hp - h), (0, hp - h)))
+        wx = jnp.pad(gates(w[:fin]), ((0, 0), (0, hp - h), (0, pad_in)))
+        wh = jnp.pad(gates(w[fin:]), ((0, 0), (0, hp - h), (0, hp - h)))
         if transposed:
             wx, wh = jnp.swapaxes(wx, 1, 2), jnp.swapaxes(wh, 1, 2)
-        b = jnp.pad(jnp.reshape(lin["b"], (4, h)), ((0, 0), (0, hp - h)))
-        layers.append((wx, wh, b))
-    out = {
-        "layers": layers,
-        "head": jnp.pad(theta["head"]["w"][:, 0], (0, hp - h)),
-        "head_b": theta["head"]["b"],
-    }
-    if config.skip_init is not None:
-        out["skip"] = theta["skip"]["w"][:, 0]
+        layers.append((wx, wh, jnp.pad(jnp.reshape(b, (4, h)), ((0, 0), (0, hp - h)))))
+    out = {"layers": layers, "head": jnp.pad(weights.head_w, (0, hp - h)), "head_b": weights.head_b}
+    if weights.skip_w is not None:
+        out["skip"] = weights.skip_w
     return jax.tree.map(lambda a: a.astype(jnp.float32), out)
 
 

@@ -1,39 +1,42 @@
-"""The optimizee suite: problems and task families registered by name."""
+"""The optimizee suite, installed as `l2l_opt.problems`: problems and task families by name.
+
+The library takes `l2l_opt.Problem` objects; names are this suite's, for the command line
+and the experiments. Register your own with `register` (or pass ``--problem module:factory``
+to the CLI).
+"""
 
 import functools
 import itertools
 from collections.abc import Callable
 
-from problems import base, datasets
-from problems.base import Problem, num_params
-from problems.char_lstm import char_lstm
-from problems.logistic import logistic
-from problems.mnist_conv import mnist_conv
-from problems.mnist_mlp import ACTIVATIONS, mnist_mlp
-from problems.quadratic import quadratic
-from problems.rosenbrock import rosenbrock
-from problems.square import square
-from problems.tiny_transformer import tiny_transformer
+from . import base, datasets
+from .base import Problem, num_params
+from .char_lstm import char_lstm
+from .logistic import logistic
+from .mnist_conv import mnist_conv
+from .mnist_mlp import ACTIVATIONS, mnist_mlp
+from .quadratic import quadratic
+from .rosenbrock import rosenbrock
+from .square import square
+from .tiny_transformer import tiny_transformer
 
-_REGISTRY: dict[str, Callable[[], Problem]] = {
-    "quadratic": quadratic,
-    "quadratic_uniform": functools.partial(quadratic, distribution="uniform"),
-    "square": square,
-    "rosenbrock": rosenbrock,
-    "logistic": logistic,
-    "mnist_conv": mnist_conv,
-    "mnist_conv_bn": functools.partial(mnist_conv, batch_norm=True),
-    # A small conv net (4 channels, batch 16) for quick CPU runs of the conv experiment.
-    "mnist_conv_tiny": functools.partial(mnist_conv, channels=4, batch_size=16),
-}
-for _h, _d, _a in itertools.product((20, 40), (1, 2), (*ACTIVATIONS, "random")):
-    _REGISTRY[f"mnist_mlp_h{_h}_d{_d}_{_a}"] = functools.partial(mnist_mlp, _h, _d, _a)
-for _h, _s in itertools.product((64, 128), (16, 32)):
-    _REGISTRY[f"char_lstm_h{_h}_s{_s}"] = functools.partial(char_lstm, hidden=_h, seq_len=_s)
-for _l, _s in itertools.product((1, 2), (16, 32)):
-    _REGISTRY[f"tiny_transformer_l{_l}_s{_s}"] = functools.partial(
-        tiny_transformer, layers=_l, seq_len=_s
-    )
+_REGISTRY: dict[str, Callable[[], Problem]] = {}
+
+
+def register(name: str, factory: Callable[[], Problem]) -> None:
+    """Registers ``factory() -> Problem`` under `name` (for ``--problem name``).
+
+    Raises:
+      ValueError: `name` is taken, or is not a plain identifier.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"problem name {name!r} must be an identifier")
+    if name in _REGISTRY or name in ALIASES or name in FAMILIES:
+        raise ValueError(f"a problem or family named {name!r} is already registered")
+    if not callable(factory):
+        raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
+    _REGISTRY[name] = factory
+
 
 # Short names for the paper's settings.
 ALIASES = {
@@ -56,6 +59,26 @@ FAMILIES: dict[str, tuple[tuple[str, float], ...]] = {
         (f"tiny_transformer_l{n}_s{s}", 1.0) for n, s in itertools.product((1, 2), (16, 32))
     ),
 }
+
+
+register("quadratic", quadratic)
+register("quadratic_uniform", functools.partial(quadratic, distribution="uniform"))
+register("square", square)
+register("rosenbrock", rosenbrock)
+register("logistic", logistic)
+register("mnist_conv", mnist_conv)
+register("mnist_conv_bn", functools.partial(mnist_conv, batch_norm=True))
+# A small conv net (4 channels, batch 16) for quick CPU runs of the conv experiment.
+register("mnist_conv_tiny", functools.partial(mnist_conv, channels=4, batch_size=16))
+for _h, _d, _a in itertools.product((20, 40), (1, 2), (*ACTIVATIONS, "random")):
+    register(f"mnist_mlp_h{_h}_d{_d}_{_a}", functools.partial(mnist_mlp, _h, _d, _a))
+for _h, _s in itertools.product((64, 128), (16, 32)):
+    register(f"char_lstm_h{_h}_s{_s}", functools.partial(char_lstm, hidden=_h, seq_len=_s))
+for _l, _s in itertools.product((1, 2), (16, 32)):
+    register(
+        f"tiny_transformer_l{_l}_s{_s}",
+        functools.partial(tiny_transformer, layers=_l, seq_len=_s),
+    )
 
 
 def names() -> tuple[str, ...]:
@@ -109,6 +132,13 @@ def parse_mixture(spec: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+def mixture(spec: str) -> tuple[tuple[Problem, float], ...]:
+    """The problems of `spec` (see `parse_mixture`) with their weights, normalised."""
+    pairs = parse_mixture(spec)
+    total = sum(w for _, w in pairs)
+    return tuple((get(name), w / total) for name, w in pairs)
+
+
 __all__ = [
     "ALIASES",
     "FAMILIES",
@@ -116,7 +146,9 @@ __all__ = [
     "base",
     "datasets",
     "get",
+    "mixture",
     "names",
     "num_params",
     "parse_mixture",
+    "register",
 ]

@@ -1,69 +1,20 @@
-"""The optimizee interface: a problem family as a NamedTuple of pure functions."""
+"""Helpers the suite's problems share; the `Problem` interface itself is `l2l_opt.problem`."""
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from problems import datasets
+from l2l_opt.problem import (  # noqa: F401 (re-exported for the suite's modules)
+    Instance,
+    Problem,
+    no_batch,
+    no_instance,
+    num_params,
+)
 
-Instance = Any  # a pytree of arrays: one problem drawn from the family (e.g. W and y)
-Batch = Any  # a pytree of arrays: one data batch; () for deterministic problems
-Data = Any  # a pytree of arrays shared by all instances (a data set); () if none
-
-
-class Problem(NamedTuple):
-    """A family of optimizees.
-
-    The data set lives in `data`, apart from the functions, so that jitted code receives it
-    as an argument (one copy, shared by every instance under ``vmap``) instead of baking it
-    into the compiled program as a constant.
-
-    Attributes:
-      name: registry name.
-      sample_instance: ``key -> instance``, a new member of the family.
-      init_params: ``(key, instance) -> params``, the optimizee's starting point.
-      sample_batch: ``(key, instance, data) -> batch``, one training batch (``()`` if none).
-      loss: ``(params, instance, batch) -> scalar``.
-      horizon: default number of steps an optimizee is trained for.
-      description: one line for ``l2l-opt problems``.
-      data: the data set (``()`` if none).
-      data_source: where `data` came from, for ``l2l-opt problems``.
-      test_metrics: optional ``(params, instance, data) -> {"test_loss": .., "test_accuracy": ..}``
-        on held-out data.
-    """
-
-    name: str
-    sample_instance: Callable[[jax.Array], Instance]
-    init_params: Callable[[jax.Array, Instance], optax.Params]
-    sample_batch: Callable[[jax.Array, Instance, Data], Batch]
-    loss: Callable[[optax.Params, Instance, Batch], jax.Array]
-    horizon: int
-    description: str
-    data: Data = ()
-    data_source: str = "none"
-    test_metrics: Callable[[optax.Params, Instance, Data], dict[str, jax.Array]] | None = None
-
-
-def no_batch(key: jax.Array, instance: Instance, data: Data) -> Batch:
-    """`Problem.sample_batch` for deterministic problems."""
-    del key, instance, data
-    return ()
-
-
-def num_params(problem: Problem) -> int:
-    """Number of optimizee parameters of one instance."""
-    key = jax.random.PRNGKey(0)
-    shapes = jax.eval_shape(lambda: problem.init_params(key, problem.sample_instance(key)))
-    return sum(int(s.size) for s in jax.tree.leaves(shapes))
-
-
-def no_instance(key: jax.Array) -> Instance:
-    """`Problem.sample_instance` for families whose only randomness is the init and data."""
-    del key
-    return ()
+from . import datasets
 
 
 def image_classifier(

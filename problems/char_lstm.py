@@ -5,7 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from problems import base, datasets
+from . import base, datasets
 
 
 def char_lstm(

@@ -180,7 +180,7 @@ def load_mnist_embedded() -> dict[str, np.ndarray]:
     The split is stratified and fixed: of each digit's 500 images (in file order), the
     first 400 are training images and the last 100 test images.
     """
-    file = importlib.resources.files("problems").joinpath("data", EMBEDDED_MNIST)
+    file = importlib.resources.files(__package__).joinpath("data", EMBEDDED_MNIST)
     raw = file.read_bytes()
     if hashlib.sha256(raw).hexdigest() != EMBEDDED_MNIST_SHA256:
         raise DataError(f"{file}: sha256 mismatch; the installed package is damaged")

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from problems import base
+from . import base
 
 
 def logistic(

@@ -5,7 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from problems import base
+from . import base
 
 
 def _conv(x_BxHxWxC, w_KxKxCxD, b_D):

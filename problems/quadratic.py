@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from problems import base
+from . import base
 
 
 def quadratic(

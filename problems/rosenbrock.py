@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from problems import base
+from . import base
 
 
 def rosenbrock(dim: int = 10, start_range: float = 2.0, horizon: int = 100) -> base.Problem:

@@ -4,9 +4,25 @@ import jax
 import pytest
 
 from l2l_opt import lstm
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt.lstm import LSTMOptConfig
 
 TINY_NET = LSTMOptConfig(num_layers=1, hidden_size=4)
+
+
+def quadratic():
+    from l2l_opt import problems  # noqa: PLC0415 (the suite, only where a test needs it)
+
+    return problems.get("quadratic")
+
+
+def estimate(state, config, problem, **runtime_options):
+    """``(meta-loss, meta-gradient)`` of `config`'s estimator at `state` (no update)."""
+    from l2l_opt import meta_train  # noqa: PLC0415
+
+    estimator = meta_train.estimator_of(config, problem, **runtime_options)
+    data = meta_train.data_of(problem)
+    loss, grads, _ = estimator.estimate(state.theta, state.tasks, data, jax.random.key(0))
+    return loss, grads
 
 
 @pytest.fixture

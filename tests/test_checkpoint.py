@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import l2l_opt
-from l2l_opt import checkpoint, lstm
+from l2l_opt import checkpoint, lstm, problems
 from l2l_opt.checkpoint import CheckpointError
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt.lstm import LSTMOptConfig
 
 from .conftest import TINY_NET
 
@@ -39,7 +39,7 @@ def test_learned_opt_loads_a_weights_path(weights_file, tiny_theta):
     tx = l2l_opt.learned_opt(tiny_theta, config=TINY_NET)
     b, _ = tx.update(params, tx.init(params))
     np.testing.assert_array_equal(a["x"], b["x"])
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="the given config is LSTMOptConfig"):
         l2l_opt.learned_opt(weights_file, config=LSTMOptConfig())
 
 
@@ -60,8 +60,8 @@ def _set_meta(arrays, **changes):
     "damage,message",
     [
         (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a readable"),
-        (lambda p: p.write_bytes(b"\x00garbage" * 100), "not a readable"),
-        (lambda p: p.write_text('{"json": "not npz"}'), "not a readable"),
+        (lambda p: p.write_bytes(b"\x00garbage" * 100), "not an l2l_opt weights file"),
+        (lambda p: p.write_text('{"json": "not npz"}'), "not an l2l_opt weights file"),
         (lambda p: np.savez(p, x=np.zeros(3)), "not an l2l_opt file"),
         (lambda p: _rewrite(p, lambda a: _set_meta(a, version=99)), "format version 99"),
         (lambda p: _rewrite(p, lambda a: _set_meta(a, format="other")), "format 'other'"),
@@ -129,7 +129,8 @@ def test_atomic_write_to_unwritable_directory_names_the_path(tmp_path):
 
 def test_state_round_trip_and_structure_check(tmp_path):
     config = l2l_opt.MetaTrainConfig(num_tasks=2, unroll_length=5, horizon=10, net=TINY_NET)
-    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config)
+    problem = problems.get("quadratic")
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config, problem)
     path = tmp_path / "c.npz"
     checkpoint.save_state(path, state, {"step": 0})
     loaded, info = checkpoint.load_state(path, state)
@@ -139,6 +140,7 @@ def test_state_round_trip_and_structure_check(tmp_path):
     other = l2l_opt.meta_train_init(
         jax.random.PRNGKey(0),
         config.__class__(num_tasks=3, unroll_length=5, horizon=10, net=TINY_NET),
+        problem,
     )
     with pytest.raises(CheckpointError, match="expected"):
         checkpoint.load_state(path, other)
@@ -158,3 +160,23 @@ def test_shapes_come_from_code(weights_file):
     theta, _ = checkpoint.load_weights(weights_file)
     want = lstm.theta_shapes(TINY_NET)
     assert jax.tree.map(lambda a: a.shape, theta) == jax.tree.map(lambda s: s.shape, want)
+
+
+def test_files_without_an_architecture_entry_hold_the_lstms(weights_file, tiny_theta):
+    """Weights written before there was a choice of architecture (the shipped files too)."""
+
+    def drop(arrays):
+        meta = json.loads(str(arrays["__meta__"]))
+        del meta["architecture"]
+        arrays["__meta__"] = np.array(json.dumps(meta))
+
+    _rewrite(weights_file, drop)
+    theta, arch = checkpoint.load_weights(weights_file)
+    assert arch == TINY_NET
+
+
+def test_a_text_file_is_not_a_weights_file(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    with pytest.raises(CheckpointError, match=r"notes.txt: not an l2l_opt weights file"):
+        l2l_opt.learned_opt(str(path))

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from l2l_opt import checkpoint, cli
+import l2l_opt
+from l2l_opt import checkpoint, cli, compare
 
 TINY = [
     "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
@@ -70,38 +71,92 @@ def test_resume_in_stages_gives_identical_weights(reference_run, tmp_path):
     _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
 
 
-def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_run, tmp_path):
-    """Five kills at random times, one of them inside a checkpoint write, then --resume."""
-    rng = random.Random(1234)
-    cmd = [sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "40",
-           "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume",
-           *TINY]  # fmt: skip
-    kills = 0
-    for i in range(5):
-        during_write = i == 2
+def _kill_at_random_points(cmd, out, kills, during_write, seed=1234):
+    """Runs `cmd` `kills` times, each killed with SIGKILL: run `during_write` inside a
+    checkpoint write, the others at random times."""
+    rng = random.Random(seed)
+    done = 0
+    for i in range(kills):
         env = {**os.environ}
-        if during_write:
+        if i == during_write:
             env["L2L_OPT_FAULT_WRITE_DELAY"] = "2"
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if during_write:
+        if i == during_write:
             deadline = time.monotonic() + 120
-            while not any(n.endswith(".tmp") for n in os.listdir(tmp_path)):
+            while not any(n.endswith(".tmp") for n in os.listdir(out)):
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.02)
         else:
             time.sleep(rng.uniform(1.5, 4.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            done += 1
         proc.wait()
         proc.stderr.close()
-        if during_write:
-            assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))
-    assert kills >= 5
+        if i == during_write:
+            assert any(n.endswith(".tmp") for n in os.listdir(out))
+    return done
+
+
+def _resume_to_the_end(cmd, out):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert not any(n.endswith(".tmp") for n in os.listdir(out))
+
+
+def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_run, tmp_path):
+    """Five kills at random times, one of them inside a checkpoint write, then --resume."""
+    cmd = [sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "40",
+           "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume",
+           *TINY]  # fmt: skip
+    assert _kill_at_random_points(cmd, tmp_path, kills=5, during_write=2) >= 5
+    _resume_to_the_end(cmd, tmp_path)
     _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--estimator", "pes"],
+        ["--architecture", "mlp", "--hidden-size", "4"],
+        ["--architecture", "mlp", "--hidden-size", "4", "--estimator", "pes"],
+    ],
+    ids=["lstm-pes", "mlp-tbptt", "mlp-pes"],
+)
+def test_sigkill_then_resume_is_bit_exact_for_every_architecture_and_estimator(tmp_path, flags):
+    """The other architecture and estimator (the test above: LSTM, truncated backprop):
+    two kills, one inside a checkpoint write, then --resume; PES's per-task sums and
+    antithetic optimizees are in the checkpoint too."""
+    small = ["--num-tasks", "4", "--unroll-length", "5", "--horizon", "10", *flags]
+    if "mlp" not in flags:
+        small += ["--num-layers", "1", "--hidden-size", "4"]
+    run = lambda out, *extra: [
+        sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "60",
+        "--checkpoint-every", "2", "--seed", "3", "--out", str(out), *small, *extra,
+    ]  # fmt: skip
+    l2l(*run(tmp_path / "ref")[3:])
+    (tmp_path / "killed").mkdir()
+    cmd = run(tmp_path / "killed", "--resume")
+    assert _kill_at_random_points(cmd, tmp_path / "killed", kills=2, during_write=1) >= 2
+    _resume_to_the_end(cmd, tmp_path / "killed")
+    _assert_same_weights(tmp_path / "ref" / "weights.npz", tmp_path / "killed" / "weights.npz")
+    info = checkpoint.read_state_info(tmp_path / "killed" / "checkpoint.npz")
+    assert info["config"]["estimator"] == ("pes" if "pes" in flags else "tbptt")
+
+
+def test_weights_of_one_architecture_loaded_as_another_give_one_line(reference_run, tmp_path):
+    src = str(reference_run / "weights.npz")  # LSTM weights
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load_weights(src, expected="mlp")
+    assert "holds weights of the 'lstm' architecture, not 'mlp'" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        l2l_opt.learned_opt(src, config=l2l_opt.MLPOptConfig())
+    assert "LSTMOptConfig" in str(e.value) and "\n" not in str(e.value)
+    proc = l2l("meta-train", "--outer-steps", "1", "--out", str(tmp_path / "r"),
+               "--init-weights", src, "--architecture", "mlp", check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--architecture='mlp' (weights have 'lstm')" in proc.stderr
+    assert not (tmp_path / "r").exists()  # a refused run leaves nothing behind
 
 
 def test_init_weights_starts_from_those_weights_with_their_network(reference_run, tmp_path):
@@ -133,9 +188,9 @@ def test_resume_with_other_settings_is_refused(reference_run):
     assert proc.returncode == 2 and "--hidden-size=8 (run has 4)" in proc.stderr
 
 
-def test_resume_of_a_checkpoint_with_rows_layout_says_how_to_go_on(reference_run, tmp_path):
+def test_resume_of_an_older_state_layout_says_how_to_go_on(reference_run, tmp_path):
     """A checkpoint from before the coordinates-last state: format version 1, [N, H] LSTM
-    states in flight."""
+    states in flight (version 2 has no per-task horizons; the same message)."""
     shutil.copytree(reference_run, tmp_path / "run")
     ckpt = tmp_path / "run" / "checkpoint.npz"
     with np.load(ckpt, allow_pickle=False) as z:
@@ -144,7 +199,7 @@ def test_resume_of_a_checkpoint_with_rows_layout_says_how_to_go_on(reference_run
         if "/lstm/" in k:
             arrays[k] = np.swapaxes(arrays[k], -1, -2).copy()
     meta = json.loads(str(arrays["__meta__"]))
-    assert meta["version"] == checkpoint.STATE_VERSION == 2
+    assert meta["version"] == checkpoint.STATE_VERSION == 3
     arrays["__meta__"] = np.array(json.dumps({**meta, "version": 1}))
     np.savez(ckpt, **arrays)
     proc = l2l("meta-train", "--outer-steps", "50", "--out", str(tmp_path / "run"), "--resume",
@@ -158,7 +213,12 @@ def test_resume_of_a_checkpoint_with_rows_layout_says_how_to_go_on(reference_run
     [
         (["--num-tasks", "0"], "MetaTrainConfig.num_tasks=0 is invalid"),
         (["--unroll-length", "30"], "MetaTrainConfig.unroll_length=30 is invalid"),
-        (["--problem", "nope"], "MetaTrainConfig.problem='nope' is invalid"),
+        (["--problem", "nope"], "unknown problem 'nope'"),
+        (["--problem", "quadratic=x"], "is not a number"),
+        (["--problem", "quadratic,quadratic"], "appears twice"),
+        (["--estimator", "reinforce"], "MetaTrainConfig.estimator='reinforce' is invalid"),
+        (["--architecture", "mlp", "--num-layers", "2", "--p", "3"], "--p: not a setting"),
+        (["--problem", "nosuchmodule:make"], "cannot import 'nosuchmodule'"),
         (["--preprocessing", "log"], "LSTMOptConfig.preprocessing='log' is invalid"),
         (["--meta-learning-rate", "nan"], "MetaTrainConfig.meta_learning_rate=nan is invalid"),
         (["--outer-steps", "-1"], "--outer-steps=-1 is invalid"),
@@ -205,7 +265,7 @@ def test_table_format():
                  "final_low": 0.05, "final_high": 0.15},
         "adam": {"learning_rate": 0.01, "log10_final_mean": 0.0, "final_mean": 1.0,
                  "final_low": 0.5, "final_high": 1.5}}}  # fmt: skip
-    table = cli.format_table(r)
+    table = compare.format_table(r)
     assert "lstm" in table and "0.1 [0.05, 0.15]" in table and "| 0.1 " in table.replace("  ", " ")
 
 

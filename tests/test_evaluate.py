@@ -3,8 +3,7 @@ import numpy as np
 import optax
 import pytest
 
-import problems
-from l2l_opt import evaluate
+from l2l_opt import evaluate, problems
 
 
 def test_log_grid_spans_1e_4_to_1_with_three_per_decade():

@@ -11,14 +11,14 @@ import optax
 import pytest
 
 import l2l_opt
-import problems
-from l2l_opt import checkpoint, cli, meta_train
+from l2l_opt import checkpoint, cli, meta_train, problems, run
 
 from .conftest import TINY_NET
 
 CONFIG = l2l_opt.MetaTrainConfig(
     num_tasks=4, unroll_length=5, horizon=10, max_nonfinite=3, net=TINY_NET
 )
+QUADRATIC = problems.get("quadratic")
 
 
 def _poison_tasks(state):
@@ -29,8 +29,8 @@ def _poison_tasks(state):
 
 
 def test_nonfinite_meta_loss_skips_the_update_and_resamples_the_tasks():
-    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=CONFIG))
-    state, _ = step(l2l_opt.meta_train_init(jax.random.PRNGKey(0), CONFIG))
+    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=CONFIG, problem=QUADRATIC))
+    state, _ = step(l2l_opt.meta_train_init(jax.random.PRNGKey(0), CONFIG, QUADRATIC))
     bad = _poison_tasks(state)
     after, metrics = step(bad)
     assert bool(metrics.skipped) and not np.isfinite(float(metrics.meta_loss))
@@ -52,29 +52,25 @@ def test_meta_train_stops_after_max_nonfinite_in_a_row_keeping_last_good_checkpo
 ):
     real_step = meta_train.meta_train_step
 
-    def nan_after_4(state, data=None, *, config):
+    def nan_after_4(state, data=None, **kwargs):
         # From outer step 4 on, theta itself is NaN, so every later step is non-finite.
         nan_theta = jax.tree.map(lambda t: jnp.where(state.step >= 4, jnp.nan, t), state.theta)
-        return real_step(state._replace(theta=nan_theta), data, config=config)
+        return real_step(state._replace(theta=nan_theta), data, **kwargs)
 
-    monkeypatch.setattr(cli, "meta_train_step", nan_after_4)
-    cli._jitted_step.cache_clear()  # compile the patched step, and forget it afterwards
-    monkeypatch.setattr(cli, "_jitted_step", functools.cache(cli._jitted_step.__wrapped__))
+    monkeypatch.setattr(meta_train, "meta_train_step", nan_after_4)
     with pytest.raises(RuntimeError, match="3 non-finite outer steps in a row"):
-        cli.meta_train(CONFIG, str(tmp_path), outer_steps=20, seed=0, resume=False,
-                       checkpoint_every=2)  # fmt: skip
+        run.meta_train(CONFIG, QUADRATIC, tmp_path, outer_steps=20, checkpoint_every=2)
     info = checkpoint.read_state_info(tmp_path / "checkpoint.npz")
     assert info["step"] == 4  # the last good one
-    shapes = jax.eval_shape(functools.partial(l2l_opt.meta_train_init, config=CONFIG),
-                            jax.random.PRNGKey(0))  # fmt: skip
+    init = functools.partial(l2l_opt.meta_train_init, config=CONFIG, problem=QUADRATIC)
+    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     state, _ = checkpoint.load_state(tmp_path / "checkpoint.npz", template)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.theta))
 
 
 def test_disk_full_during_checkpoint_keeps_the_last_good_one(tmp_path, monkeypatch):
-    cli.meta_train(CONFIG, str(tmp_path), outer_steps=4, seed=0, resume=False,
-                   checkpoint_every=2)  # fmt: skip
+    run.meta_train(CONFIG, QUADRATIC, tmp_path, outer_steps=4, checkpoint_every=2)
     before = (tmp_path / "checkpoint.npz").read_bytes()
 
     def full_disk(f, **arrays):
@@ -83,8 +79,7 @@ def test_disk_full_during_checkpoint_keeps_the_last_good_one(tmp_path, monkeypat
 
     monkeypatch.setattr(checkpoint.np, "savez", full_disk)
     with pytest.raises(OSError, match=r"cannot write .*checkpoint.npz: No space left on device"):
-        cli.meta_train(CONFIG, str(tmp_path), outer_steps=8, seed=0, resume=True,
-                       checkpoint_every=2)  # fmt: skip
+        run.meta_train(CONFIG, QUADRATIC, tmp_path, outer_steps=8, resume=True, checkpoint_every=2)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "metrics.jsonl", "weights.npz"]
 
@@ -141,7 +136,7 @@ def test_ten_thousand_steps_stay_finite_and_bounded(name):
 
 def test_ten_thousand_steps_on_a_small_mnist_mlp_stay_finite_and_bounded():
     """The shipped default on the MNIST MLP (small: 2 hidden units, batch 8, for CPU)."""
-    from problems.mnist_mlp import mnist_mlp  # noqa: PLC0415
+    from l2l_opt.problems.mnist_mlp import mnist_mlp  # noqa: PLC0415
 
     problem = mnist_mlp(hidden=2, batch_size=8)
     tx = l2l_opt.learned_opt()

@@ -4,8 +4,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import l2l_opt
 from l2l_opt import lstm
-from l2l_opt.config import ConfigError, LSTMOptConfig
+from l2l_opt.config import ConfigError
+from l2l_opt.lstm import LSTMOptConfig
+
+from .conftest import TINY_NET
 
 
 def test_default_config_is_the_papers():
@@ -70,9 +74,18 @@ def test_check_theta_rejects_other_shapes():
         ("skip_init", (0.0, float("nan"))),
         ("head_init", "ones"),
         ("partition", "layers"),
-        ("state_dtype", "float16"),
     ],
 )
 def test_config_validation_names_field_and_value(field, value):
     with pytest.raises(ConfigError, match=re.escape(f"LSTMOptConfig.{field}={value!r} is invalid")):
         LSTMOptConfig(**{field: value})
+
+
+def test_state_dtype_is_a_runtime_option_checked_at_the_call(tiny_theta):
+    with pytest.raises(ValueError, match=r"state_dtype='float16' is invalid"):
+        l2l_opt.scale_by_lstm(tiny_theta, TINY_NET, state_dtype="float16")
+
+
+def test_files_from_before_state_dtype_was_an_option_still_load():
+    saved = {**LSTMOptConfig().to_dict(), "state_dtype": "float32"}
+    assert LSTMOptConfig.from_dict(saved) == LSTMOptConfig()

@@ -12,22 +12,27 @@ import pytest
 
 import l2l_opt
 from l2l_opt import lstm, pallas_lstm
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt.lstm import LSTMOptConfig
 
 from .conftest import TINY_NET
 
 CONFIGS = [
-    # (config, coordinates): partial last blocks, H not a power of two, 1 to 3 layers.
-    (LSTMOptConfig(), 1000),
-    (LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), num_layers=1, hidden_size=8), 300),
-    (LSTMOptConfig(preprocessing="identity", num_layers=3, hidden_size=33), 256),
-    (LSTMOptConfig(state_dtype="bfloat16"), 129),
+    # (config, coordinates, state dtype): partial last blocks, H not a power of two, 1 to 3
+    # layers, a bfloat16 state.
+    (LSTMOptConfig(), 1000, "float32"),
+    (
+        LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), num_layers=1, hidden_size=8),
+        300,
+        "float32",
+    ),
+    (LSTMOptConfig(preprocessing="identity", num_layers=3, hidden_size=33), 256, "float32"),
+    (LSTMOptConfig(), 129, "bfloat16"),
 ]
 Tiling = pallas_lstm.Tiling
 # Every configuration with the default tiling and with every option on; the options on their
 # own on the first configuration, and the rational tanh on the 3-layer one.
 ALL_ON = Tiling(64, 4, transposed=True, tanh_sigmoid=True, rational_tanh=True)
-TILED = [(c, n, None) for c, n in CONFIGS] + [(c, n, ALL_ON) for c, n in CONFIGS]
+TILED = [(*c, None) for c in CONFIGS] + [(*c, ALL_ON) for c in CONFIGS]
 TILED += [
     (*CONFIGS[0], Tiling(128, 8, transposed=True, tanh_sigmoid=False)),
     (*CONFIGS[0], Tiling(64, 4, transposed=False, tanh_sigmoid=False)),
@@ -35,12 +40,12 @@ TILED += [
 ]
 
 
-def _inputs(config, n):
+def _inputs(config, n, state_dtype="float32"):
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(n), 3)
     theta = lstm.init_theta(k_theta, config)
     theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
     feats = jax.random.normal(k_feats, (lstm.preprocessing.NUM_FEATURES[config.preprocessing], n))
-    dtype = jnp.dtype(config.state_dtype)
+    dtype = jnp.dtype(state_dtype)
     state = jax.tree.map(
         lambda z: jax.random.normal(k_state, z.shape).astype(dtype), lstm.initial_state(config, n)
     )
@@ -56,24 +61,24 @@ def _plain(theta, feats, state, config):
     return u, jax.tree.unflatten(jax.tree.structure(new), leaves)
 
 
-@pytest.mark.parametrize("config,n,tiling", TILED)
-def test_kernel_equals_the_haiku_lstm(config, n, tiling):
+@pytest.mark.parametrize("config,n,state_dtype,tiling", TILED)
+def test_kernel_equals_the_haiku_lstm(config, n, state_dtype, tiling):
     """Tolerance: 1e-5 absolute on O(1) values (float32 products summed in another order);
     a bfloat16 state to one bfloat16 step (2^-7 relative: float32 values a rounding apart
     can round to neighbouring bfloat16 numbers)."""
-    theta, feats, state = _inputs(config, n)
+    theta, feats, state = _inputs(config, n, state_dtype)
     kernel = jax.jit(functools.partial(pallas_lstm.apply, config=config, tiling=tiling))
     (u_a, s_a), (u_b, s_b) = kernel(theta, feats, state), _plain(theta, feats, state, config)
     np.testing.assert_allclose(u_a, u_b, rtol=1e-5, atol=1e-5)
-    bf16 = config.state_dtype == "bfloat16"
+    bf16 = state_dtype == "bfloat16"
     for a, b in zip(jax.tree.leaves(s_a), jax.tree.leaves(s_b), strict=True):
-        assert a.dtype == b.dtype == jnp.dtype(config.state_dtype) and a.shape == b.shape
+        assert a.dtype == b.dtype == jnp.dtype(state_dtype) and a.shape == b.shape
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         np.testing.assert_allclose(a, b, rtol=2**-7 if bf16 else 1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("config,n", CONFIGS[:2])
-def test_kernel_gradient_is_the_xla_paths(config, n):
+@pytest.mark.parametrize("config,n,state_dtype", CONFIGS[:2])
+def test_kernel_gradient_is_the_xla_paths(config, n, state_dtype):
     """The kernel's derivative (custom_vjp) against differentiating the plain path.
     Tolerance: 1e-5 relative, 1e-6 of the largest entry (the cotangents come from forward
     values that agree to 1e-5)."""
@@ -105,7 +110,7 @@ def test_rational_tanh_is_tanh():
 
 def test_kernel_under_vmap_runs_each_instance():
     """Batching adds a grid axis; each instance must still see its own coordinates."""
-    config, n = CONFIGS[0]
+    config, n, _ = CONFIGS[0]
     theta, feats, state = _inputs(config, n)
     scales = jnp.array([1.0, -2.0, 0.5])
     batched = jax.vmap(lambda c: pallas_lstm.apply(theta, c * feats, state, config))(scales)
@@ -115,12 +120,12 @@ def test_kernel_under_vmap_runs_each_instance():
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("config,n,tiling", TILED)
-def test_kernel_lowers_to_triton_for_cuda(config, n, tiling):
+@pytest.mark.parametrize("config,n,state_dtype,tiling", TILED)
+def test_kernel_lowers_to_triton_for_cuda(config, n, state_dtype, tiling):
     """Lowering for CUDA on this CPU-only machine runs the Pallas Triton lowering, which
     checks Triton's rules (power-of-two shapes, supported operations); what it cannot check
     is Triton's own compilation on a GPU."""
-    theta, feats, state = _inputs(config, n)
+    theta, feats, state = _inputs(config, n, state_dtype)
     apply = functools.partial(pallas_lstm.apply, config=config, tiling=tiling, interpret=False)
     lowered = jax.jit(apply).trace(theta, feats, state).lower(lowering_platforms=("cuda",))
     text = lowered.as_text()

@@ -3,6 +3,7 @@ import re
 
 import jax.numpy as jnp
 import optax
+import pytest
 
 import l2l_opt
 from l2l_opt import pretrained
@@ -28,10 +29,21 @@ def test_default_weights_load_and_take_a_step():
 
 def test_shipped_name_and_unknown_name():
     l2l_opt.learned_opt("quadratic")
-    try:
+    with pytest.raises(ValueError, match="no shipped weights named 'nope'; shipped: mnist"):
         pretrained.path("nope")
-    except ValueError as e:
-        assert "available" in str(e)
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("quadratc", "no shipped weights named 'quadratc'; did you mean 'quadratic'? shipped:"),
+        ("nosuch", "no shipped weights named 'nosuch'; shipped: mnist, quadratic; nor is it a"),
+    ],
+)
+def test_unknown_names_list_the_shipped_ones_and_the_closest(name, message):
+    with pytest.raises(ValueError) as e:
+        l2l_opt.learned_opt(name)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_package_never_uses_pickle_or_eval():

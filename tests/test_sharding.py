@@ -5,22 +5,29 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
-    import functools, jax, numpy as np, l2l_opt
-    from l2l_opt import meta_train
+    import functools, sys, jax, numpy as np, l2l_opt
+    from l2l_opt import meta_train, problems
     assert jax.device_count() == 4, jax.devices()
     net = l2l_opt.LSTMOptConfig(num_layers=1, hidden_size=4)
-    config = l2l_opt.MetaTrainConfig(num_tasks=8, unroll_length=5, horizon=10, net=net)
-    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config)
-    data = meta_train.data_of(config)
-    grad = jax.jit(lambda s: meta_train.meta_loss_and_grad(s.theta, s.tasks, config)[1])
-    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=config))
+    config = l2l_opt.MetaTrainConfig(
+        num_tasks=8, unroll_length=5, horizon=10, net=net, estimator=sys.argv[1]
+    )
+    problem = problems.get("quadratic")
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config, problem)
+    data = meta_train.data_of(problem)
+    estimator = meta_train.estimator_of(config, problem)
+    key = jax.random.key(3)
+    grad = jax.jit(lambda s: estimator.estimate(s.theta, s.tasks, data, key)[1])
+    step = jax.jit(functools.partial(l2l_opt.meta_train_step, config=config, problem=problem))
 
     one = jax.device_put(state, jax.devices()[0])
     mesh = meta_train.task_mesh()
     sharded = meta_train.shard_state(state, mesh)
-    leaf = jax.tree.leaves(sharded.tasks[0])[0]
+    leaf = jax.tree.leaves(sharded.tasks)[0]
     assert len(leaf.sharding.device_set) == 4 and leaf.addressable_shards[0].data.shape[0] == 2
 
     g1, g4 = grad(one), grad(sharded)
@@ -37,11 +44,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_meta_gradient_equals_single_device():
+@pytest.mark.parametrize("estimator", ["tbptt", "pes"])
+def test_sharded_meta_gradient_equals_single_device(estimator):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
+        [sys.executable, "-c", SCRIPT, estimator],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 

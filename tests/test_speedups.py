@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 import l2l_opt
-import problems
-from l2l_opt import evaluate, lstm, meta_train
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt import evaluate, lstm, problems
+from l2l_opt.lstm import LSTMOptConfig
 
-from .conftest import TINY_NET
+from .conftest import TINY_NET, estimate
+
+QUADRATIC = problems.get("quadratic")
 
 
 def test_remat_gives_the_same_meta_gradient_with_less_memory():
@@ -23,15 +24,15 @@ def test_remat_gives_the_same_meta_gradient_with_less_memory():
     remat = l2l_opt.MetaTrainConfig(
         num_tasks=4, unroll_length=10, horizon=20, net=TINY_NET, remat=True
     )
-    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), base)
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), base, QUADRATIC)
 
     def grads(config):
-        f = jax.jit(lambda s: meta_train.meta_loss_and_grad(s.theta, s.tasks, config))
+        f = jax.jit(lambda s: estimate(s, config, QUADRATIC))
         return f, f(state)
 
     f_base, (loss_a, g_a) = grads(base)
     f_remat, (loss_b, g_b) = grads(remat)
-    np.testing.assert_allclose(loss_a[0], loss_b[0], rtol=1e-6)
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
     mem = lambda f: f.lower(state).compile().memory_analysis().temp_size_in_bytes
@@ -43,18 +44,16 @@ def test_bfloat16_state_stays_close_to_float32():
     update) of the float32 path's, coordinate by coordinate. Over whole 100-step runs the two
     trajectories drift apart (chaotic), so there the test only asks that bf16 still optimizes;
     the README reports the measured difference in final loss."""
-    f32 = LSTMOptConfig()
-    bf16 = LSTMOptConfig(state_dtype="bfloat16")
     theta, _ = l2l_opt.pretrained.load("quadratic")
     problem = problems.get("quadratic")
     keys = evaluate.instance_keys(0, evaluate.TEST_STREAM, 20)
-    run = lambda cfg: np.asarray(
-        evaluate.loss_curves(problem, l2l_opt.learned_opt(theta, config=cfg), keys, 100)
+    run = lambda dtype: np.asarray(
+        evaluate.loss_curves(problem, l2l_opt.learned_opt(theta, state_dtype=dtype), keys, 100)
     )
-    a, b = run(f32), run(bf16)
+    a, b = run("float32"), run("bfloat16")
     assert a[:, -1].mean() < 0.05 * a[:, 0].mean() and b[:, -1].mean() < 0.05 * b[:, 0].mean()
-    tx32 = l2l_opt.learned_opt(theta, config=f32)
-    tx16 = l2l_opt.learned_opt(theta, config=bf16)
+    tx32 = l2l_opt.learned_opt(theta, state_dtype="float32")
+    tx16 = l2l_opt.learned_opt(theta, state_dtype="bfloat16")
     params = {"x": jax.random.normal(jax.random.key(0), (1000,))}
     s32, s16 = tx32.init(params), tx16.init(params)
     assert s16[0].lstm["x"][0].hidden.dtype == jax.numpy.bfloat16
@@ -70,10 +69,11 @@ def test_bfloat16_state_stays_close_to_float32():
 def test_bfloat16_state_halves_state_memory():
     params = {"x": np.zeros(1000, np.float32)}
     theta = lstm.init_theta(jax.random.key(0), LSTMOptConfig())
-    size = lambda cfg: sum(
-        a.nbytes for a in jax.tree.leaves(l2l_opt.learned_opt(theta, config=cfg).init(params))
+    size = lambda dtype: sum(
+        a.nbytes
+        for a in jax.tree.leaves(l2l_opt.learned_opt(theta, state_dtype=dtype).init(params))
     )
-    assert size(LSTMOptConfig(state_dtype="bfloat16")) * 2 <= size(LSTMOptConfig()) + 16
+    assert size("bfloat16") * 2 <= size("float32") + 16
 
 
 @pytest.mark.parametrize("n", [1000, 1025, 1280, 2049])
@@ -170,7 +170,7 @@ def test_bfloat16_state_is_cast_block_by_block():
     np.testing.assert_allclose(tangents[1], tangents[0], rtol=1e-5)
 
 
-def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypatch):
+def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
     """Tolerance: 1e-6 relative over 3 steps of a 140,001-coordinate leaf (> 16 x 8192)."""
     params = {"w": jnp.zeros((140_001,)), "b": jnp.zeros((3,))}
     grads = [
@@ -178,8 +178,8 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypa
         for i in range(3)
     ]
 
-    def run():
-        tx = l2l_opt.learned_opt()
+    def run(chunk=None):
+        tx = l2l_opt.learned_opt(chunk=chunk)
         state, out = tx.init(params), []
         step = jax.jit(tx.update)
         for g in grads:
@@ -190,8 +190,7 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates(monkeypa
     if jax.default_backend() == "cpu":
         assert lstm.default_chunk() == 8192
     blocked = run()
-    monkeypatch.setattr(lstm, "default_chunk", lambda: 0)
-    plain = run()
+    plain = run(chunk=0)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(blocked), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
 
@@ -242,31 +241,24 @@ def test_coordinates_last_network_equals_the_haiku_lstm(config):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.max(np.abs(a)))
 
 
-def test_one_copy_of_theta_per_task_gives_the_shared_meta_gradient(monkeypatch):
-    """`meta_loss_and_grad` vmaps over tasks with one copy of theta per task (for optimizees
-    with a leaf of `copies_from()` coordinates or more; here for all); the plain way shares
+def test_one_copy_of_theta_per_task_gives_the_shared_meta_gradient():
+    """`Truncation.unroll` vmaps over tasks with one copy of theta per task (for optimizees
+    with a leaf of `copies_from` coordinates or more; here for all); the plain way shares
     one theta. Tolerance: 1e-6 relative on the loss, 1e-5 on gradients (the copies'
     gradients are summed in another order)."""
-    monkeypatch.setattr(meta_train, "copies_from", lambda: 1)
     config = l2l_opt.MetaTrainConfig(num_tasks=3, unroll_length=5, horizon=10, net=TINY_NET)
-    state = l2l_opt.meta_train_init(jax.random.PRNGKey(1), config)
-    (loss, _), grads = jax.jit(lambda s: meta_train.meta_loss_and_grad(s.theta, s.tasks, config))(
-        state
-    )
-
-    (member,) = meta_train.members(config)
+    state = l2l_opt.meta_train_init(jax.random.PRNGKey(1), config, QUADRATIC)
+    loss, grads = jax.jit(lambda s: estimate(s, config, QUADRATIC, copies_from=1))(state)
     run = functools.partial(
         l2l_opt.unroll.unroll,
-        problem=member.problem,
-        config=config.net,
+        problem=QUADRATIC,
+        arch=config.net,
         num_steps=config.unroll_length,
-        horizon=config.horizon,
+        horizons=l2l_opt.unroll.Horizons(None, config.horizon),
         remat=config.remat,
     )
     shared = lambda theta: jnp.mean(
-        jax.vmap(run, in_axes=(None, 0, None))(
-            theta, state.tasks[0], meta_train.data_of(config)[0]
-        )[0]
+        jax.vmap(run, in_axes=(None, 0, None))(theta, state.tasks[0], QUADRATIC.data)[0]
     )
     loss_ref, grads_ref = jax.jit(jax.value_and_grad(shared))(state.theta)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)

@@ -7,17 +7,19 @@ import optax
 import pytest
 
 import l2l_opt
-import problems
-from l2l_opt import lstm, unroll
+from l2l_opt import lstm, problems, unroll
 
 from .conftest import TINY_NET
 
 K = 6
+HORIZONS = unroll.Horizons(None, 2 * K)
 
 
 def _setup(problem, key=0):
     theta = lstm.init_theta(jax.random.key(key), TINY_NET)
-    state = unroll.init_unroll_state(problem, TINY_NET, jax.random.PRNGKey(key + 1))
+    state = unroll.init_unroll_state(
+        problem, TINY_NET, jax.random.PRNGKey(key + 1), HORIZONS, num_steps=K
+    )
     return theta, state
 
 
@@ -26,9 +28,9 @@ def _run(theta, state, problem, second_order):
         theta,
         state,
         problem=problem,
-        config=TINY_NET,
+        arch=TINY_NET,
         num_steps=K,
-        horizon=2 * K,
+        horizons=HORIZONS,
         second_order=second_order,
     )
 

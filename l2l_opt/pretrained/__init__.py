@@ -1,13 +1,14 @@
 """Weights shipped with the package, checked against their sha256 before use."""
 
+import difflib
 import functools
 import hashlib
 import importlib.resources
 
 import haiku as hk
+import jax
 
-from l2l_opt import checkpoint
-from l2l_opt.config import LSTMOptConfig
+from l2l_opt import architecture, checkpoint
 
 DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
@@ -25,8 +26,15 @@ def names() -> tuple[str, ...]:
 def path(name: str):
     """Path to the shipped file `name`.npz."""
     if name not in SHA256:
-        raise ValueError(f"no shipped weights named {name!r}; available: {list(SHA256)}")
+        raise ValueError(unknown_name_message(name))
     return importlib.resources.files(__name__).joinpath(f"{name}.npz")
+
+
+def unknown_name_message(name: str) -> str:
+    """ "no shipped weights named ...", with the closest shipped name and all of them."""
+    close = difflib.get_close_matches(str(name), names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"no shipped weights named {name!r}; {hint}shipped: {', '.join(names())}"
 
 
 def sha256(file) -> str:
@@ -34,8 +42,8 @@ def sha256(file) -> str:
 
 
 @functools.cache
-def load(name: str) -> tuple[hk.Params, LSTMOptConfig]:
-    """``(theta, config)`` of the shipped weights `name`, loaded once and read-only."""
+def load(name: str) -> tuple[hk.Params, architecture.LearnedOptimizer]:
+    """``(theta, architecture)`` of the shipped weights `name`, loaded once and read-only."""
     file = path(name)
     digest = sha256(file)
     if digest != SHA256[name]:
@@ -43,8 +51,7 @@ def load(name: str) -> tuple[hk.Params, LSTMOptConfig]:
             f"{file}: sha256 {digest} does not match the expected {SHA256[name]}; "
             "the installed package is damaged, reinstall l2l-opt"
         )
-    theta, config = checkpoint.load_weights(file)
-    for module in theta.values():
-        for arr in module.values():
-            arr.setflags(write=False)
-    return theta, config
+    theta, arch = checkpoint.load_weights(file)
+    for arr in jax.tree.leaves(theta):
+        arr.setflags(write=False)
+    return theta, arch

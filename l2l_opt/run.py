@@ -1,0 +1,261 @@
+"""The meta-training run loop: checkpoints, resume, metrics, time budget, non-finite policy."""
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from l2l_opt import checkpoint, transform
+from l2l_opt import meta_train as meta_train_lib
+from l2l_opt.checkpoint import CheckpointError
+from l2l_opt.config import ConfigError
+from l2l_opt.meta_train import MetaTrainConfig
+from l2l_opt.problem import Mixture, Problem
+
+CHECKPOINT = "checkpoint.npz"
+WEIGHTS = "weights.npz"
+METRICS = "metrics.jsonl"
+META_TRAIN_STREAM = 0  # meta-training's key stream; see evaluate.VALIDATION_STREAM
+
+
+class RunError(ValueError):
+    """A run cannot start or go on as asked; the message says why and what to do."""
+
+
+def log_status(message: str) -> None:
+    """A status line on stderr that does not break the progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def meta_train(
+    config: MetaTrainConfig,
+    problem: Problem | Mixture,
+    out: str | os.PathLike,
+    *,
+    outer_steps: int,
+    seed: int = 0,
+    resume: bool = False,
+    checkpoint_every: int = 200,
+    time_budget: float | None = None,
+    init_weights: str | None = None,
+    given: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    progress: bool = True,
+    **runtime_options: Any,
+) -> str:
+    """Runs (or resumes) meta-training of ``config.net`` on `problem` into `out`.
+
+    Writes `out`/checkpoint.npz every `checkpoint_every` outer steps (atomically; the state
+    resumes bit for bit), `out`/metrics.jsonl, and `out`/weights.npz at the end.
+
+    Args:
+      config: the run's settings; on resume, the checkpoint's own config is used.
+      problem: a `Problem` or a weighted mixture ``((problem, weight), ...)``.
+      out: the run directory.
+      outer_steps: the outer step to train up to (counted from the run's start).
+      seed: the run's seed.
+      resume: continue from `out`'s checkpoint if there is one.
+      checkpoint_every: outer steps between checkpoints.
+      time_budget: seconds after which the run checkpoints and stops, to be resumed.
+      init_weights: a weights file or shipped name to start a new run from (fine-tuning);
+        its architecture replaces ``config.net``. Ignored on resume.
+      given: the config fields the caller set explicitly (e.g. flags): on resume, any that
+        contradict the checkpoint's config are an error.
+      info: JSON-able facts saved with the checkpoint and weights (e.g. the problem's name);
+        on resume, they must match the checkpoint's.
+      progress: show a progress bar.
+      **runtime_options: passed to `l2l_opt.meta_train_step` (e.g. ``copies_from``).
+
+    Returns:
+      The path of the weights file.
+
+    Raises:
+      RunError: the run cannot go on as asked (the message says why).
+      RuntimeError: `config.max_nonfinite` non-finite outer steps in a row.
+    """
+    out = os.fspath(out)
+    if not isinstance(outer_steps, int) or outer_steps <= 0:
+        raise RunError(f"outer_steps={outer_steps} is invalid: must be an integer > 0")
+    if not isinstance(checkpoint_every, int) or checkpoint_every <= 0:
+        raise RunError(f"checkpoint_every={checkpoint_every} is invalid: must be an integer > 0")
+    if time_budget is not None and not time_budget > 0:
+        raise RunError(f"time_budget={time_budget} is invalid: must be > 0 seconds")
+    ckpt = os.path.join(out, CHECKPOINT)
+    info = dict(info or {}, seed=seed)
+    if os.path.exists(ckpt) and not resume:
+        raise RunError(f"{out} already holds a run ({ckpt}); pass --resume or another --out")
+    if resume and os.path.isdir(out):
+        for path in (ckpt, os.path.join(out, WEIGHTS)):
+            for name in checkpoint.remove_stale_temp_files(path):
+                log_status(f"removed {name}, left by an interrupted write")
+    if resume and os.path.exists(ckpt):
+        state, config = _resume(ckpt, config, problem, info, given or {})
+        if int(state.step) > outer_steps:
+            raise RunError(
+                f"{ckpt} is at outer step {int(state.step)}, past outer_steps={outer_steps}; "
+                "pass a larger --outer-steps to go on (its weights.npz is left as it is)"
+            )
+        log_status(f"resuming {ckpt} at outer step {int(state.step)}")
+    else:
+        theta = None
+        if init_weights is not None:  # checked before anything is written
+            theta, net = transform.resolve_weights(init_weights, None)
+            config = _with_net(config, net, init_weights, given or {})
+        os.makedirs(out, exist_ok=True)
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), META_TRAIN_STREAM)
+        state = meta_train_lib.meta_train_init(key, config, problem)
+        if theta is not None:
+            theta = jax.tree.map(jax.numpy.asarray, theta)
+            opt_state = meta_train_lib.meta_optimizer(config).init(theta)
+            state = state._replace(theta=theta, meta_opt_state=opt_state)
+            info["init_weights"] = str(init_weights)
+            log_status(f"starting from the weights {init_weights}")
+    info["config"] = config.to_dict()
+    data = meta_train_lib.data_of(meta_train_lib.mixture_of(problem, config))
+    if jax.device_count() > 1:  # data parallel over tasks, on every local and remote device
+        mesh = meta_train_lib.task_mesh()
+        state = meta_train_lib.shard_state(state, mesh)
+        data = meta_train_lib.replicate(data, mesh)
+        log_status(f"meta-training on {jax.device_count()} devices ({jax.process_count()} hosts)")
+    steps: dict[MetaTrainConfig, Any] = {}  # one compiled step per curriculum stage
+
+    def step_fn(state):
+        staged = config.at_step(int(state.step))
+        if staged not in steps:
+            steps[staged] = jax.jit(
+                functools.partial(
+                    meta_train_lib.meta_train_step,
+                    config=staged,
+                    problem=problem,
+                    **runtime_options,
+                )
+            )
+        return steps[staged](state, data)
+
+    start = int(state.step)
+    bar = tqdm(
+        total=outer_steps, initial=start, desc="meta-train", unit="step",
+        dynamic_ncols=True, disable=not progress,
+    )  # fmt: skip
+    window: list[float] = []
+    t0 = time.perf_counter()
+    for _ in range(start, outer_steps):
+        state, metrics = step_fn(state)
+        loss, skipped = float(metrics.meta_loss), bool(metrics.skipped)
+        if skipped:
+            log_status(
+                f"step {int(state.step)}: non-finite meta-loss or meta-gradient, update skipped "
+                f"({int(state.nonfinite_in_a_row)} in a row, {int(state.nonfinite_total)} total)"
+            )
+            if int(state.nonfinite_in_a_row) >= config.max_nonfinite:
+                bar.close()
+                raise RuntimeError(
+                    f"stopped: {config.max_nonfinite} non-finite outer steps in a row; the last "
+                    f"good checkpoint is {ckpt}; lower --meta-learning-rate or --clip-norm"
+                )
+        else:
+            window.append(loss)
+        bar.update(1)
+        bar.set_postfix(meta_loss=f"{loss:.4g}")
+        step = int(state.step)
+        out_of_time = time_budget is not None and time.perf_counter() - t0 >= time_budget
+        # No checkpoint inside a run of skipped steps: the last good one stays on disk.
+        if (step % checkpoint_every == 0 or step == outer_steps or out_of_time) and not skipped:
+            line = {
+                "step": step,
+                "meta_loss": float(np.mean(window)) if window else None,
+                "nonfinite_total": int(state.nonfinite_total),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            host_state = _host_copy(state)
+            if jax.process_index() == 0:
+                checkpoint.save_state(ckpt, host_state, {**info, "step": step})
+                with open(os.path.join(out, METRICS), "a") as f:
+                    f.write(json.dumps(line) + "\n")
+            window = []
+            if out_of_time and step < outer_steps:
+                log_status(
+                    f"time budget of {time_budget:g} s reached at outer step {step}; "
+                    "run again with --resume to go on"
+                )
+                break
+    bar.close()
+    weights = os.path.join(out, WEIGHTS)
+    theta = _host_copy(state.theta)
+    if jax.process_index() == 0:
+        checkpoint.save_weights(
+            weights, theta, config.net, {**info, "outer_steps": int(state.step)}
+        )
+    return weights
+
+
+def _host_copy(tree):
+    """Numpy copy of a (possibly multi-host sharded) pytree, for writing."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
+
+
+def _with_net(config: MetaTrainConfig, net: Any, weights: str, given: dict[str, Any]):
+    """`config` with the architecture of `weights`; network fields in `given` that
+    contradict it are an error."""
+    saved = {"architecture": net.name, **net.to_dict()}
+    clash = {
+        k: (v, saved[k]) for k, v in given.items() if k in saved and _plain(saved[k]) != _plain(v)
+    }
+    if clash:
+        detail = _clash_detail(clash, "weights have")
+        raise RunError(f"--init-weights={weights}: flags contradict its network: {detail}")
+    return dataclasses.replace(config, net=net)
+
+
+def _plain(v):
+    """Tuples as lists, for comparing with values read back from JSON."""
+    return [_plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def _clash_detail(clash: dict[str, tuple[Any, Any]], owner: str) -> str:
+    """``--flag=given (<owner> saved)`` for each ``flag: (given, saved)``."""
+    return ", ".join(
+        f"--{k.replace('_', '-')}={a!r} ({owner} {b!r})" for k, (a, b) in clash.items()
+    )
+
+
+def _resume(ckpt, config, problem, info, given):
+    """Loads the checkpoint; its config wins, but settings that contradict it are an error."""
+    try:
+        saved_info = checkpoint.read_state_info(ckpt)
+    except checkpoint.CheckpointVersionError as e:
+        weights = os.path.join(os.path.dirname(ckpt), WEIGHTS)
+        raise CheckpointError(
+            f"{e}: the layout of its training state changed since; it cannot be resumed; "
+            f"--init-weights {weights} starts a new run from its weights"
+        ) from e
+    try:
+        saved = MetaTrainConfig.from_dict(saved_info["config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{ckpt}: bad or missing config ({e})") from e
+    flat = {**saved.to_dict(), **saved.net.to_dict()}
+    clash = {k: (v, flat.get(k)) for k, v in given.items() if _plain(flat.get(k)) != _plain(v)}
+    for k, v in info.items():
+        if saved_info.get(k) != v:
+            clash[k] = (v, saved_info.get(k))
+    if clash:
+        detail = _clash_detail(clash, "run has")
+        raise RunError(f"cannot resume {ckpt} with different settings: {detail}")
+    shapes = jax.eval_shape(
+        functools.partial(meta_train_lib.meta_train_init, config=saved, problem=problem),
+        jax.random.PRNGKey(0),
+    )
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    state, _ = checkpoint.load_state(ckpt, template)
+    return jax.tree.map(jax.numpy.asarray, state), saved
