@@ -23,6 +23,7 @@ def _check(losses, make):
     if make is OPTIMIZERS["lstm"]:
         assert losses[-1] < losses[0]
 
+
 Y = X @ jnp.array([1.0, -2.0, 0.5, 0.0]) + 0.3
 
 
