@@ -14,7 +14,7 @@ DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "bd726f514afbff06cab881e41236c0ba0549e3213be0b65d6a5f405016636fd0",
+    "quadratic": "28858bde588085a44da417e66cb6bc8b40ace70c76199ac0c230c641b4e3693e",
 }
 
 
