@@ -14,6 +14,9 @@ Prints one JSON line per measurement, then a table. Counts used for the rates:
 Memory-traffic bound of the optimizer step: bytes per coordinate / the device's streaming
 bandwidth, measured in the same run (x <- 2x + 1 in place on a large float32 array: 8 B per
 element).
+  train_step   one jitted training step (loss, gradient, update) of an MLP on MNIST-shaped
+               data (16k, 269k, 1.9M params) with learned_opt() against optax.adam, and
+               the optimizer state's bytes per parameter
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
 Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
@@ -41,6 +44,7 @@ kernel that fails to compile gives a row with its error, and the benchmark goes 
   python experiments/benchmark.py --gpu --only meta   # one part (a fresh process each):
                                                       # opt_step, pallas or meta
   python experiments/benchmark.py --huge-pages        # malloc in transparent huge pages
+  python experiments/benchmark.py --only train_step   # full training steps against Adam's
 
 On CPU, glibc's malloc maps each large buffer afresh and the kernel faults it in 4 KiB page
 by page; the reference's large intermediates pay most of their time there. --huge-pages
@@ -228,6 +232,46 @@ def ours_meta_step(
     }
 
 
+# (label, hidden sizes, batch): full training steps of MLPs on MNIST-shaped data.
+TRAIN_STEP_MODELS = [
+    ("mlp 784-20-10", (20,), 128),
+    ("mlp 784-256-256-10", (256, 256), 128),
+    ("mlp 784-1024-1024-10", (1024, 1024), 256),
+]
+
+
+def train_step_seconds(hidden: tuple[int, ...], batch: int, tx) -> tuple[float, int, int]:
+    """Median seconds of one jitted training step (loss, gradient, update, apply) of an MLP
+    784-hidden-10 with softmax cross-entropy on a random batch; also the parameter count
+    and the optimizer state's bytes."""
+    sizes = (784, *hidden, 10)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes))
+    params = [
+        (jax.random.normal(k, (a, b)) / np.sqrt(a), jnp.zeros(b))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=False)
+    ]
+    x = jax.random.normal(keys[-1], (batch, 784))
+    y = jax.random.randint(keys[-1], (batch,), 0, 10)
+
+    def loss(params):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            h = jax.nn.relu(h) if i < len(params) - 1 else h
+        return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = tx.update(grads, state, params, value=value)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    num = sum(int(a.size) for a in jax.tree.leaves(params))
+    state_bytes = sum(int(a.nbytes) for a in jax.tree.leaves(state))
+    return median_seconds(step, params, state), num, state_bytes
+
+
 def emit(rows, row):
     row["device"] = jax.devices()[0].device_kind
     print(json.dumps(row), flush=True)
@@ -258,10 +302,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["opt_step", "pallas", "meta"],
+        choices=["opt_step", "pallas", "meta", "train_step"],
         default=None,
         help="one part: the optimizer step (XLA path), the Pallas kernel (GPU; with the "
-        "reference and the XLA path's float32 row beside it), or meta-training",
+        "reference and the XLA path's float32 row beside it), meta-training, or full "
+        "training steps against Adam's",
     )
     parser.add_argument(
         "--kernels",
@@ -316,7 +361,7 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 (a kernel that fails must not stop the rest)
                 emit(rows, {"workload": workload, "n": sizes[0], "error": error_text(e)})
             release_memory()
-    for n in sizes if args.only != "meta" else []:
+    for n in sizes if args.only in (None, "opt_step", "pallas") else []:
         naive = ref.opt_step(n)
         for label, state_dtype, blocks, kernel, tiling in variants:
             per_coord = BYTES_PER_COORD if state_dtype == "float32" else BF16_BYTES_PER_COORD
@@ -364,6 +409,21 @@ def main() -> None:
         ("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", {"copies_from": None}),
         ("meta_mlp", "mnist_mlp", mlp_batch, True, "[pes]", {"estimator": "pes"}),
     ]
+    for label, hidden, batch in TRAIN_STEP_MODELS if args.only in (None, "train_step") else []:
+        adam, num, adam_bytes = train_step_seconds(hidden, batch, optax.adam(1e-3))
+        for name, tx in (
+            ("learned_opt()", l2l_opt.learned_opt()),
+            ("learned_opt(state_dtype='bfloat16')", l2l_opt.learned_opt(state_dtype="bfloat16")),
+        ):
+            ours, _, ours_bytes = train_step_seconds(hidden, batch, tx)
+            release_memory()
+            emit(rows, {
+                "workload": f"train_step[{name}]", "model": label, "params": num,
+                "batch": batch, "ours_s": ours, "adam_s": adam,
+                "ratio_ours_over_adam": ours / adam,
+                "state_bytes_per_param": ours_bytes / num,
+                "adam_state_bytes_per_param": adam_bytes / num,
+            })  # fmt: skip
     naive_of, tbptt_of = {}, {}
     for workload, problem, batch, remat, label, runtime in (
         meta_rows if args.only in (None, "meta") else []
@@ -395,6 +455,12 @@ def main() -> None:
     print(f"{'workload':26s} {'size':>10s} {'ours s':>10s} {'ref s':>10s} {'ours/ref':>9s}  extra")
     for r in rows:
         size = r.get("n", r.get("batch"))
+        if r["workload"].startswith("train_step"):
+            print(f"{r['workload']:26s} {r['model']:>22s} ours {r['ours_s']:.4g}s adam "
+                  f"{r['adam_s']:.4g}s = {r['ratio_ours_over_adam']:.1f}x, state "
+                  f"{r['state_bytes_per_param']:.0f} B/param (adam "
+                  f"{r['adam_state_bytes_per_param']:.0f})")  # fmt: skip
+            continue
         if "error" in r or r["workload"].startswith("pallas_vs_xla"):
             print(
                 f"{r['workload']:26s} {size or 0:>10d}  "

@@ -16,12 +16,13 @@ from l2l_opt.meta_train import MetaTrainConfig, meta_train_init
 
 
 def validation_score(weights: str, problem_name: str, num_val: int, steps: int, seed: int) -> float:
-    """Mean final loss of ``learned_opt(weights)`` on validation instances (never test)."""
+    """Mean loss over the last 10% of steps of ``learned_opt(weights)`` on validation
+    instances (never test)."""
     problem = problems.get(problem_name)
     theta, net = transform.resolve_weights(weights, None)
     opt = transform.learned_opt(theta, config=net)
     keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
-    run = jax.jit(lambda k, d: evaluate.loss_curves(problem, opt, k, steps, d)[:, -1])
+    run = jax.jit(lambda k, d: evaluate.tail_mean(evaluate.loss_curves(problem, opt, k, steps, d)))
     final = float(np.mean(np.asarray(run(keys, problem.data))))
     return final if np.isfinite(final) else float("inf")
 
@@ -63,7 +64,7 @@ def train_with_selection(
             record["init_weights"] = init_weights
             shutil.copyfile(init_weights, w0)
         score = validation_score(w0, problem, num_val, val_steps, seed)
-        record["scores"].append({"step": 0, "val_final_mean": score})
+        record["scores"].append({"step": 0, "val_last10_mean": score})
         shutil.copyfile(w0, os.path.join(out, "best.npz"))
     done = record["scores"][-1]["step"]
     while done < outer_steps:
@@ -76,15 +77,15 @@ def train_with_selection(
             checkpoint_every=chunk, init_weights=init_weights, info={"problem": problem},
         )  # fmt: skip
         score = validation_score(weights, problem, num_val, val_steps, seed)
-        best = min(s["val_final_mean"] for s in record["scores"])
-        record["scores"].append({"step": done, "val_final_mean": score})
+        best = min(s["val_last10_mean"] for s in record["scores"])
+        record["scores"].append({"step": done, "val_last10_mean": score})
         if score < best:
             shutil.copyfile(weights, os.path.join(out, "best.npz"))
         run.log_status(f"{out}: step {done}, validation mean final loss {score:.4g}")
         record["seconds"] = round(time.perf_counter() - start, 1)
         with open(record_path, "w") as f:
             json.dump(record, f, indent=1)
-    best = min(record["scores"], key=lambda s: s["val_final_mean"])
+    best = min(record["scores"], key=lambda s: s["val_last10_mean"])
     record["best"] = best
     with open(record_path, "w") as f:
         json.dump(record, f, indent=1)

@@ -66,11 +66,11 @@ def main() -> None:
         )
         summary["rows"][row] = results
     common.write_json(os.path.join(plots, "generalization.json"), summary)
-    print("\ngeneralisation (log10 mean final training loss; ratio LSTM / tuned Adam):")
+    print("\ngeneralisation (mean training loss over the last 10% of steps; LSTM / Adam):")
     for row, r in summary["rows"].items():
         opts = r["optimizers"]
-        cells = "  ".join(f"{k} {v['log10_final_mean']:.3f}" for k, v in opts.items())
-        ratio = opts["lstm"]["final_mean"] / opts["adam"]["final_mean"]
+        cells = "  ".join(f"{k} {v['last10_mean']:.4g}" for k, v in opts.items())
+        ratio = opts["lstm"]["last10_mean"] / opts["adam"]["last10_mean"]
         print(f"  {row:16s} {cells}  ratio {ratio:.3g}")
 
 

@@ -232,9 +232,9 @@ def compare_command(
     return results
 
 
-def save_figure(results: dict[str, Any], path: str) -> None:
-    title = f"{results['problem']}: learned LSTM vs tuned baselines"
-    fig = plotting.loss_curves_figure(results, title)
+def save_figure(results: dict[str, Any], path: str, **options: Any) -> None:
+    """`plotting.loss_curves_figure` of `results` (see its options), written atomically."""
+    fig = plotting.loss_curves_figure(results, **options)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
 

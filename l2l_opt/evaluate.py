@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from l2l_opt import inner
 from l2l_opt.problem import Problem
@@ -27,6 +28,24 @@ def log_grid(low: float = 1e-4, high: float = 1.0, per_decade: int = 3) -> np.nd
     """Log-spaced learning rates from `low` to `high`, `per_decade` points per decade."""
     n = round(math.log10(high / low) * per_decade) + 1
     return np.logspace(math.log10(low), math.log10(high), n)
+
+
+def tail_steps(num_steps: int) -> int:
+    """How many final steps the headline metric averages: the last 10%, at least one."""
+    return max(1, math.ceil(num_steps / 10))
+
+
+def tail_mean(curves: ArrayLike) -> jax.Array:
+    r"""Per instance, the mean loss over the last 10% of steps (`tail_steps`).
+
+    .. math::
+      \bar f = \frac{1}{n} \sum_{t = T - n + 1}^{T} f_t, \quad n = \lceil T / 10 \rceil
+
+    for curves ``[..., T + 1]`` (losses after 0 ... T steps). Robust to a last-step blip,
+    it is the one metric of tables, figures, tuning and model cards.
+    """
+    curves = jnp.asarray(curves)
+    return jnp.mean(curves[..., -tail_steps(curves.shape[-1] - 1) :], axis=-1)
 
 
 def loss_curves(
@@ -84,7 +103,7 @@ BASELINES: dict[str, Callable[[jax.Array], optax.GradientTransformation]] = {
 class Tuned(NamedTuple):
     learning_rate: float
     grid: np.ndarray  # the learning rates tried
-    scores: np.ndarray  # mean final validation loss per learning rate (inf if not finite)
+    scores: np.ndarray  # per learning rate: mean validation `tail_mean` (inf if not finite)
 
 
 def _score(final_losses: np.ndarray) -> float:
@@ -100,7 +119,8 @@ def tune_learning_rate(
     grid: np.ndarray | None = None,
     max_extensions: int = 2,
 ) -> Tuned:
-    """Grid search: the learning rate with the lowest mean final loss on `keys`' instances.
+    """Grid search: the learning rate with the lowest mean `tail_mean` loss on `keys`'
+    instances.
 
     When the best rate lies on an edge of the grid, the grid grows by one decade (same
     spacing) past that edge, up to `max_extensions` times, so that the optimum is bracketed.
@@ -110,7 +130,7 @@ def tune_learning_rate(
     @jax.jit
     def finals_for(lrs, data):
         def one(lr):
-            return loss_curves(problem, make_opt(lr), keys, num_steps, data)[:, -1]
+            return tail_mean(loss_curves(problem, make_opt(lr), keys, num_steps, data))
 
         return jax.vmap(one)(lrs)
 
@@ -142,17 +162,28 @@ class Summary(NamedTuple):
     final_low: float
     final_high: float
     log10_final_mean: float
+    tail_mean: float  # mean over instances of `tail_mean`, the headline metric
+    tail_low: float
+    tail_high: float
+
+
+def _interval(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over the first axis with a 95% normal interval (1.96 standard errors)."""
+    mean = x.mean(0)
+    sem = x.std(0, ddof=1) / math.sqrt(x.shape[0]) if x.shape[0] > 1 else 0 * mean
+    return mean, mean - 1.96 * sem, mean + 1.96 * sem
 
 
 def summarize(losses: np.ndarray) -> Summary:
-    """Mean per step with a 95% normal interval (1.96 standard errors), over instances."""
+    """Per step and for `tail_mean`: the mean over instances with a 95% interval."""
     losses = np.asarray(losses, np.float64)
-    mean = losses.mean(0)
-    sem = losses.std(0, ddof=1) / math.sqrt(losses.shape[0]) if losses.shape[0] > 1 else 0 * mean
-    low, high = mean - 1.96 * sem, mean + 1.96 * sem
+    mean, low, high = _interval(losses)
     final = float(mean[-1])
     log10 = math.log10(final) if final > 0 and math.isfinite(final) else float("nan")
-    return Summary(mean, low, high, final, float(low[-1]), float(high[-1]), log10)
+    tail = _interval(np.asarray(tail_mean(losses), np.float64))
+    return Summary(
+        mean, low, high, final, float(low[-1]), float(high[-1]), log10, *map(float, tail)
+    )
 
 
 def curves_and_test_metrics(

@@ -261,10 +261,10 @@ def test_problems_lists_the_registry():
 
 def test_table_format():
     r = {"problem": "p", "num_test": 2, "num_val": 1, "steps": 3, "optimizers": {
-        "lstm": {"learning_rate": None, "log10_final_mean": -1.0, "final_mean": 0.1,
-                 "final_low": 0.05, "final_high": 0.15},
-        "adam": {"learning_rate": 0.01, "log10_final_mean": 0.0, "final_mean": 1.0,
-                 "final_low": 0.5, "final_high": 1.5}}}  # fmt: skip
+        "lstm": {"learning_rate": None, "last10_mean": 0.1,
+                 "last10_low": 0.05, "last10_high": 0.15},
+        "adam": {"learning_rate": 0.01, "last10_mean": 1.0,
+                 "last10_low": 0.5, "last10_high": 1.5}}}  # fmt: skip
     table = compare.format_table(r)
     assert "lstm" in table and "0.1 [0.05, 0.15]" in table and "| 0.1 " in table.replace("  ", " ")
 

@@ -33,14 +33,13 @@ def test_loss_curves_shape_start_and_determinism():
     assert a[:, -1].mean() < a[:, 0].mean()
 
 
-def test_tuning_picks_the_grid_point_with_lowest_mean_final_loss():
+def test_tuning_picks_the_grid_point_with_lowest_mean_loss_over_the_last_10_percent():
     problem = problems.get("quadratic")
     keys = evaluate.instance_keys(0, evaluate.VALIDATION_STREAM, 8)
     grid = np.array([1e-4, 1e-3, 1e-2, 10.0])
     tuned = evaluate.tune_learning_rate(problem, optax.sgd, keys, 20, grid, max_extensions=0)
-    direct = [
-        float(evaluate.loss_curves(problem, optax.sgd(lr), keys, 20)[:, -1].mean()) for lr in grid
-    ]
+    curves = [np.asarray(evaluate.loss_curves(problem, optax.sgd(lr), keys, 20)) for lr in grid]
+    direct = [float(c[:, -2:].mean()) for c in curves]  # the last 2 of 20 steps
     direct = [d if np.isfinite(d) else np.inf for d in direct]
     assert tuned.learning_rate == grid[int(np.argmin(direct))]
     assert np.isinf(tuned.scores[-1])  # lr 10 diverges and is scored inf, not picked
@@ -55,6 +54,15 @@ def test_summarize_matches_hand_computed_interval():
     assert s.final_low == pytest.approx(2.0 - 1.96 * sem)
     assert s.final_high == pytest.approx(2.0 + 1.96 * sem)
     assert s.log10_final_mean == pytest.approx(np.log10(2.0))
+
+
+def test_the_headline_metric_is_the_mean_over_the_last_10_percent_of_steps():
+    curves = np.arange(2 * 101, dtype=np.float64).reshape(2, 101)  # 100 steps
+    assert evaluate.tail_steps(100) == 10 and evaluate.tail_steps(5) == 1
+    np.testing.assert_allclose(evaluate.tail_mean(curves), curves[:, 91:].mean(1))
+    s = evaluate.summarize(curves)
+    assert s.tail_mean == pytest.approx(curves[:, 91:].mean())
+    assert s.tail_low < s.tail_mean < s.tail_high
 
 
 def test_tuning_extends_the_grid_past_an_edge_optimum():
