@@ -81,7 +81,7 @@ def train_with_selection(
         record["scores"].append({"step": done, "val_last10_mean": score})
         if score < best:
             shutil.copyfile(weights, os.path.join(out, "best.npz"))
-        run.log_status(f"{out}: step {done}, validation mean final loss {score:.4g}")
+        run.log_status(f"{out}: step {done}, validation loss (mean, last 10% of steps) {score:.4g}")
         record["seconds"] = round(time.perf_counter() - start, 1)
         with open(record_path, "w") as f:
             json.dump(record, f, indent=1)

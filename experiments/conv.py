@@ -3,6 +3,7 @@ all parameters against separate LSTMs for the convolutional and fully connected 
 
   python experiments/conv.py --quick      # a few minutes on CPU
   python experiments/conv.py              # full version (GPU)
+  python experiments/conv.py --stage figure   # redraw plots/conv.png from plots/conv.json
 """
 
 import argparse
@@ -47,7 +48,12 @@ VARIANTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--stage", choices=["train", "eval", "all"], default="all")
+    parser.add_argument(
+        "--stage",
+        choices=["train", "eval", "all", "figure"],
+        default="all",
+        help="figure: redraw PLOTS/conv.png from PLOTS/conv.json",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default=None)
     parser.add_argument("--plots", default=None)
@@ -63,10 +69,13 @@ def main() -> None:
     out = args.out or ("runs/conv_quick" if args.quick else "runs/conv")
     plots = args.plots or (os.path.join(out, "plots") if args.quick else "plots")
     names = [n for n in args.variants.split(",") if n]
+    if args.stage == "figure":
+        with open(os.path.join(plots, "conv.json")) as f:
+            cli.save_figure(json.load(f)["results"], os.path.join(plots, "conv.png"))
     if args.stage in ("train", "all"):
         for name in names:
-            config = MetaTrainConfig(num_tasks=settings.num_tasks, unroll_length=20,
-                horizon=100,
+            config = MetaTrainConfig(
+                num_tasks=settings.num_tasks, unroll_length=20, horizon=100,
                 net=VARIANTS[name], remat=settings.remat,
             )  # fmt: skip
             record = common.train_with_selection(

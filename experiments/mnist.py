@@ -161,36 +161,37 @@ def evaluate_all(out: str, plots: str, settings: Settings, seed: int) -> dict:
         "settings": dataclasses.asdict(settings),
         "horizons": {},
     }
-    for steps in settings.horizons:
-        results = cli.compare_command(
+    summary["horizons"] = compare_at_horizons(weights, out, "compare", settings, seed)
+    common.write_json(os.path.join(plots, "mnist.json"), summary)
+    variants_figures(plots)
+    return summary
+
+
+def compare_at_horizons(
+    weights, out: str, name: str, settings: Settings, seed: int, figure: str | None = None
+) -> dict:
+    """`cli.compare_command` at each horizon, into ``out/<name>_<steps>``; `figure` (with
+    ``{steps}``) is where each figure goes (default: beside its results)."""
+    return {
+        str(steps): cli.compare_command(
             PROBLEM,
             weights,
-            os.path.join(out, f"compare_{steps}"),
+            os.path.join(out, f"{name}_{steps}"),
             steps=steps,
             num_test=settings.num_test,
             num_val=settings.num_val,
             seed=seed,
-            figure=os.path.join(plots, f"mnist_{steps}.png"),
-        )
-        summary["horizons"][str(steps)] = results
-    common.write_json(os.path.join(plots, "mnist.json"), summary)
-    return summary
+            figure=figure and figure.format(steps=steps),
+        )  # fmt: skip
+        for steps in settings.horizons
+    }
 
 
 def evaluate_shipped(out: str, plots: str, settings: Settings, seed: int) -> dict:
     """`learned_opt()` (the shipped default) against the tuned baselines at each horizon."""
-    summary = {"problem": PROBLEM, "weights": "shipped:mnist", "horizons": {}}
-    for steps in settings.horizons:
-        summary["horizons"][str(steps)] = cli.compare_command(
-            PROBLEM,
-            None,
-            os.path.join(out, f"shipped_{steps}"),
-            steps=steps,
-            num_test=settings.num_test,
-            num_val=settings.num_val,
-            seed=seed,
-            figure=os.path.join(plots, f"mnist_{steps}.png"),
-        )
+    figure = os.path.join(plots, "mnist_{steps}.png")
+    horizons = compare_at_horizons(None, out, "shipped", settings, seed, figure)
+    summary = {"problem": PROBLEM, "weights": "shipped:mnist", "horizons": horizons}
     common.write_json(os.path.join(plots, "mnist_shipped.json"), summary)
     return summary
 

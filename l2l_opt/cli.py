@@ -219,10 +219,10 @@ def compare_command(
     (``out/<problem>.png`` unless `figure`), prints the table, and returns the results."""
     problem = _one_problem(problem_spec)
     log_status(f"{problem.name}: {problem.description}; data: {problem.data_source}")
-    os.makedirs(out, exist_ok=True)
     results = compare.compare(
         problem, weights, steps=steps, num_test=num_test, num_val=num_val, seed=seed
     )
+    os.makedirs(out, exist_ok=True)  # only now: a refused run leaves no directory behind
     compare.write_json(os.path.join(out, "results.json"), results)
     print(compare.format_table(results))
     stem = problem.name if ":" in problem_spec else problem_spec

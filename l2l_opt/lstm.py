@@ -361,10 +361,9 @@ def _blocks(theta, feats_FxN, state, config, chunk, as_bits=False):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _blocks_of_bits(theta, feats_FxN, state, config, chunk):
-    """`_blocks` with a bfloat16 state carried as bits: 0.19 s against 0.31 s per step at 1M
-    coordinates on CPU (experiments/benchmark.py, row opt_step[bf16]). Bits have no
-    derivative, so derivatives (`_blocks_of_bits_jvp`) are those of the blocks with the whole
-    state cast first."""
+    """`_blocks` with a bfloat16 state carried as bits, which XLA cannot move casts across
+    (docs/performance.md, row opt_step[bf16]). Bits have no derivative, so derivatives
+    (`_blocks_of_bits_jvp`) are those of the blocks with the whole state cast first."""
     return _blocks(theta, feats_FxN, state, config, chunk, as_bits=True)
 
 
@@ -376,9 +375,9 @@ def _blocks_of_bits_jvp(config, chunk, primals, tangents):
 
 
 def default_chunk() -> int:
-    """Coordinates per block: 8192 on CPU (a block's [80, 8192] gates stay in cache;
-    experiments/benchmark.py measured blocks 1.14x to 2.0x faster at 1M coordinates), 0 (no
-    blocks) elsewhere."""
+    """Coordinates per block: 8192 on CPU (a block's [80, 8192] gates stay in cache; the
+    benchmark's rows with and without blocks are in docs/performance.md), 0 (no blocks)
+    elsewhere."""
     return 8192 if jax.default_backend() == "cpu" else 0
 
 

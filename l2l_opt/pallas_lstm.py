@@ -57,10 +57,8 @@ class Tiling(NamedTuple):
     rational_tanh: bool = False
 
 
-# Read at call time. The fastest exact tiling at 10M coordinates on an H200
-# (experiments/benchmark.py --gpu --only pallas, plots/benchmark_gpu_h200.txt, run 4):
-# 7.5 ms against 7.9 ms (64x4ts), 8.4 ms (64x4, and the XLA path), 8.7 ms (128x8s); at
-# 1M coordinates 1.15 ms against 1.10 ms (64x4ts) and 1.13 ms (the XLA path).
+# The tiling when `apply` gets none: the fastest exact tiling at 10M coordinates on an H200
+# (docs/performance.md, from plots/benchmark_gpu_h200.txt).
 DEFAULT_TILING = Tiling()
 # The kernel's tanh, read at trace time: experiments/benchmark.py swaps in
 # `pltriton.approx_tanh` (one PTX instruction, relative error about 2^-11) to measure how

@@ -96,7 +96,8 @@ def meta_train(
             for name in checkpoint.remove_stale_temp_files(path):
                 log_status(f"removed {name}, left by an interrupted write")
     if resume and os.path.exists(ckpt):
-        state, config = _resume(ckpt, config, problem, info, given or {})
+        state, config, saved_info = _resume(ckpt, config, problem, info, given or {})
+        info = {**{k: v for k, v in saved_info.items() if k != "step"}, **info}
         if int(state.step) > outer_steps:
             raise RunError(
                 f"{ckpt} is at outer step {int(state.step)}, past outer_steps={outer_steps}; "
@@ -258,4 +259,4 @@ def _resume(ckpt, config, problem, info, given):
     )
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     state, _ = checkpoint.load_state(ckpt, template)
-    return jax.tree.map(jax.numpy.asarray, state), saved
+    return jax.tree.map(jax.numpy.asarray, state), saved, saved_info

@@ -291,3 +291,57 @@ def test_compare_runs_for_problems_with_data(tmp_path, problem, capsys):
     assert (tmp_path / f"{problem}.png").exists()
     if problem.startswith(("mnist", "char", "tiny")):
         assert "test accuracy" in capsys.readouterr().out
+
+
+def test_output_files_get_the_usual_permissions(reference_run, tmp_path):
+    """Written under umask 022 (the test process's): 0644, not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        l2l("compare", "--weights", str(reference_run / "weights.npz"), "--steps", "3",
+            "--num-test", "2", "--num-val", "2", "--out", str(tmp_path))  # fmt: skip
+    finally:
+        os.umask(old)
+    for name in ("results.json", "quadratic.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    for name in ("weights.npz", "checkpoint.npz"):
+        assert (reference_run / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_refused_weights_leave_no_run_directory(tmp_path):
+    proc = l2l("compare", "--weights", "quadratc", "--out", str(tmp_path / "c"), check=False)
+    assert proc.returncode == 2 and "did you mean 'quadratic'?" in proc.stderr
+    proc = l2l("meta-train", "--outer-steps", "2", "--init-weights", str(tmp_path / "no.npz"),
+               "--out", str(tmp_path / "m"), check=False)  # fmt: skip
+    assert proc.returncode == 2 and "file not found" in proc.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m").exists()
+
+
+def test_resume_to_fewer_outer_steps_is_refused_and_keeps_the_weights(reference_run):
+    before = (reference_run / "weights.npz").read_bytes()
+    proc = l2l("meta-train", "--outer-steps", "20", "--out", str(reference_run), "--resume",
+               "--seed", "7", check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "is at outer step 40, past outer_steps=20" in proc.stderr
+    assert (reference_run / "weights.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", '{"problem": "x"}'])
+def test_plot_of_something_else_than_compare_results_is_one_line(tmp_path, content):
+    (tmp_path / "r.json").write_text(content)
+    proc = l2l("plot", "--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "f.png"),
+               check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "not the results of `l2l-opt compare`" in proc.stderr
+
+
+def test_demo_writes_only_under_its_out_directory(tmp_path):
+    """A newcomer's `make demo` must not rewrite the shipped plots/ (run here from an empty
+    directory, with a short meta-training)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "l2l_opt.cli", "demo", "--outer-steps", "3"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    assert (tmp_path / "runs/demo/plots/quadratic.png").exists()
+    assert (tmp_path / "runs/demo/plots/quadratic.json").exists()

@@ -2,6 +2,7 @@ import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -121,3 +122,73 @@ def test_config_round_trips_through_json(config):
     assert l2l_opt.MetaTrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     with pytest.raises(ConfigError, match="unknown field"):
         l2l_opt.MetaTrainConfig.from_dict({**c.to_dict(), "typo": 1})
+
+
+def test_horizons_are_fixed_or_log_uniform_multiples_of_the_unroll():
+    from l2l_opt.unroll import Horizons, draw_horizon  # noqa: PLC0415
+
+    assert int(draw_horizon(jax.random.key(0), Horizons(None, 100), 20)) == 100
+    keys = jax.random.split(jax.random.key(1), 400)
+    drawn = np.asarray(jax.vmap(lambda k: draw_horizon(k, Horizons(10, 1000), 10))(keys))
+    assert drawn.min() >= 10 and drawn.max() <= 1000 and np.all(drawn % 10 == 0)
+    # Log-uniform: about as many below 100 as above (the geometric middle of 10 and 1000).
+    assert 0.35 < np.mean(drawn < 100) < 0.65
+
+
+def test_curriculum_stages_switch_the_unroll_and_the_horizon(tmp_path):
+    config = l2l_opt.MetaTrainConfig(
+        num_tasks=4, curriculum=((0, 5, 10), (4, 10, 40)), net=TINY_NET
+    )
+    assert (config.at_step(3).unroll_length, config.at_step(3).horizon) == (5, 10)
+    assert (config.at_step(4).unroll_length, config.at_step(4).horizon) == (10, 40)
+    l2l_opt.run.meta_train(config, QUADRATIC, tmp_path, outer_steps=8, checkpoint_every=4)
+    state = l2l_opt.run._resume(
+        str(tmp_path / "checkpoint.npz"), config, QUADRATIC, {"seed": 0}, {}
+    )[0]
+    (tasks,) = state.tasks
+    # Tasks started in stage 2 drew its horizon, and advance by its unroll length.
+    assert set(np.asarray(tasks.horizon).tolist()) == {40}
+    assert set(np.asarray(tasks.step).tolist()) <= {10, 20, 30, 40}
+
+
+def test_task_augmentation_rescales_parameters_and_loss():
+    problem = l2l_opt.augment(QUADRATIC, param_scale=(0.1, 10.0), loss_scale=(0.1, 10.0))
+    key = jax.random.key(3)
+    instance = problem.sample_instance(key)
+    inner, (scales, c_f) = instance
+    y0 = problem.init_params(key, instance)
+    x0 = QUADRATIC.init_params(key, inner)
+    np.testing.assert_allclose(y0["x"] * scales["x"], x0["x"], rtol=1e-6)
+    np.testing.assert_allclose(
+        problem.loss(y0, instance, ()), c_f * QUADRATIC.loss(x0, inner, ()), rtol=1e-5
+    )
+    # Gradients are scaled by c_f * c_p: the optimizer sees a rescaled problem.
+    g_y = jax.grad(problem.loss)(y0, instance, ())["x"]
+    g_x = jax.grad(QUADRATIC.loss)(x0, inner, ())["x"]
+    np.testing.assert_allclose(g_y, c_f * scales["x"] * g_x, rtol=1e-4)
+    draws = jax.vmap(problem.sample_instance)(jax.random.split(key, 200))
+    c = np.asarray(draws[1][1])
+    assert c.min() >= 0.1 and c.max() <= 10.0 and 0.3 < np.mean(c < 1.0) < 0.7
+
+
+def test_augmented_pes_meta_training_with_a_normalised_objective_runs():
+    config = l2l_opt.MetaTrainConfig(
+        num_tasks=4, unroll_length=5, horizon=20, min_horizon=5, estimator="pes",
+        meta_objective="normalized", param_scale=(0.5, 2.0), loss_scale=(0.1, 10.0),
+        net=TINY_NET,
+    )  # fmt: skip
+    state, metrics = _train(config, 6)
+    assert np.isfinite(float(metrics.meta_loss)) and int(state.nonfinite_total) == 0
+
+
+def test_meta_objectives():
+    from l2l_opt.unroll import meta_objective  # noqa: PLC0415
+
+    losses_K, final, init = jnp.array([8.0, 4.0, 2.0]), jnp.asarray(1.0), jnp.asarray(8.0)
+    assert float(meta_objective("sum", losses_K, final, init)) == 7.0  # 4 + 2 + 1
+    np.testing.assert_allclose(
+        meta_objective("mean_log", losses_K, final, init), np.mean(np.log([4.0, 2.0, 1.0]))
+    )
+    np.testing.assert_allclose(meta_objective("normalized", losses_K, final, init), 7.0 / 24)
+    with pytest.raises(ValueError, match="meta_objective='max' is invalid"):
+        meta_objective("max", losses_K, final, init)

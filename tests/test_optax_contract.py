@@ -37,17 +37,12 @@ def _learned_opt_adam_features(**kw):
 MLP_NET = l2l_opt.MLPOptConfig(hidden_size=8)
 
 
-def _scale_by_mlp(**kw):
-    return l2l_opt.scale_by_mlp(MLP_NET.init(jax.random.key(4)), MLP_NET)
-
-
 def _learned_opt_mlp(**kw):
     return l2l_opt.learned_opt(MLP_NET.init(jax.random.key(5)), config=MLP_NET, **kw)
 
 
 FACTORIES = {
     "scale_by_lstm": _scale_by_lstm,
-    "scale_by_mlp": _scale_by_mlp,
     "learned_opt_mlp": _learned_opt_mlp,
     "learned_opt": _learned_opt_default,
     "learned_opt_dict": _learned_opt_dict,
