@@ -2,48 +2,23 @@
 
 import json
 import os
-import random
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import l2l_opt
-from l2l_opt import checkpoint, cli, compare
+from l2l_opt import checkpoint, compare
 
-TINY = [
-    "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
-    "--num-layers", "1", "--hidden-size", "4",
-]  # fmt: skip
-
-
-def l2l(*args, env=None, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "l2l_opt.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def _weights(path):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k != "__meta__"}
-
-
-def _assert_same_weights(a, b):
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+from .cli_util import (
+    TINY,
+    assert_same_weights,
+    kill_at_random_points,
+    l2l,
+    resume_to_the_end,
+    weights_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,92 +37,29 @@ def test_meta_train_writes_weights_checkpoint_and_metrics(reference_run):
     assert all(np.isfinite(x["meta_loss"]) for x in lines)
 
 
-def test_resume_in_stages_gives_identical_weights(reference_run, tmp_path):
+def test_resume_in_stages_gives_identicalweights_of(reference_run, tmp_path):
     l2l("meta-train", "--outer-steps", "18", "--checkpoint-every", "4", "--seed", "7",
         "--out", str(tmp_path), *TINY)  # fmt: skip
     proc = l2l("meta-train", "--outer-steps", "40", "--checkpoint-every", "4", "--seed", "7",
                "--out", str(tmp_path), "--resume")  # fmt: skip
     assert "resuming" in proc.stderr and "step 18" in proc.stderr
-    _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
+    assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
 
 
-def _kill_at_random_points(cmd, out, kills, during_write, seed=1234):
-    """Runs `cmd` `kills` times, each killed with SIGKILL: run `during_write` inside a
-    checkpoint write, the others at random times."""
-    rng = random.Random(seed)
-    done = 0
-    for i in range(kills):
-        env = {**os.environ}
-        if i == during_write:
-            env["L2L_OPT_FAULT_WRITE_DELAY"] = "2"
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if i == during_write:
-            deadline = time.monotonic() + 120
-            while not any(n.endswith(".tmp") for n in os.listdir(out)):
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.02)
-        else:
-            time.sleep(rng.uniform(1.5, 4.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            done += 1
-        proc.wait()
-        proc.stderr.close()
-        if i == during_write:
-            assert any(n.endswith(".tmp") for n in os.listdir(out))
-    return done
-
-
-def _resume_to_the_end(cmd, out):
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert not any(n.endswith(".tmp") for n in os.listdir(out))
-
-
-def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_run, tmp_path):
+def test_sigkill_at_random_points_then_resume_gives_identicalweights_of(reference_run, tmp_path):
     """Five kills at random times, one of them inside a checkpoint write, then --resume."""
     cmd = [sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "40",
            "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume",
            *TINY]  # fmt: skip
-    assert _kill_at_random_points(cmd, tmp_path, kills=5, during_write=2) >= 5
-    _resume_to_the_end(cmd, tmp_path)
-    _assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
-
-
-@pytest.mark.parametrize(
-    "flags",
-    [
-        ["--estimator", "pes"],
-        ["--architecture", "mlp", "--hidden-size", "4"],
-        ["--architecture", "mlp", "--hidden-size", "4", "--estimator", "pes"],
-    ],
-    ids=["lstm-pes", "mlp-tbptt", "mlp-pes"],
-)
-def test_sigkill_then_resume_is_bit_exact_for_every_architecture_and_estimator(tmp_path, flags):
-    """The other architecture and estimator (the test above: LSTM, truncated backprop):
-    two kills, one inside a checkpoint write, then --resume; PES's per-task sums and
-    antithetic optimizees are in the checkpoint too."""
-    small = ["--num-tasks", "4", "--unroll-length", "5", "--horizon", "10", *flags]
-    if "mlp" not in flags:
-        small += ["--num-layers", "1", "--hidden-size", "4"]
-    run = lambda out, *extra: [
-        sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "60",
-        "--checkpoint-every", "2", "--seed", "3", "--out", str(out), *small, *extra,
-    ]  # fmt: skip
-    l2l(*run(tmp_path / "ref")[3:])
-    (tmp_path / "killed").mkdir()
-    cmd = run(tmp_path / "killed", "--resume")
-    assert _kill_at_random_points(cmd, tmp_path / "killed", kills=2, during_write=1) >= 2
-    _resume_to_the_end(cmd, tmp_path / "killed")
-    _assert_same_weights(tmp_path / "ref" / "weights.npz", tmp_path / "killed" / "weights.npz")
-    info = checkpoint.read_state_info(tmp_path / "killed" / "checkpoint.npz")
-    assert info["config"]["estimator"] == ("pes" if "pes" in flags else "tbptt")
+    assert kill_at_random_points(cmd, tmp_path, kills=5, during_write=2) >= 5
+    resume_to_the_end(cmd, tmp_path)
+    assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
 
 
 def test_weights_of_one_architecture_loaded_as_another_give_one_line(reference_run, tmp_path):
     src = str(reference_run / "weights.npz")  # LSTM weights
     with pytest.raises(checkpoint.CheckpointError) as e:
-        checkpoint.load_weights(src, expected="mlp")
+        checkpoint.loadweights_of(src, expected="mlp")
     assert "holds weights of the 'lstm' architecture, not 'mlp'" in str(e.value)
     with pytest.raises(ValueError) as e:
         l2l_opt.learned_opt(src, config=l2l_opt.MLPOptConfig())
@@ -165,7 +77,7 @@ def test_init_weights_starts_from_those_weights_with_their_network(reference_run
     l2l("meta-train", "--outer-steps", "1", "--out", str(tmp_path), "--init-weights", str(src),
         "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
         "--meta-learning-rate", "1e-12")  # fmt: skip
-    before, after = _weights(src), _weights(tmp_path / "weights.npz")
+    before, after = weights_of(src), weights_of(tmp_path / "weights.npz")
     assert before.keys() == after.keys()
     for k in before:
         np.testing.assert_allclose(after[k], before[k], rtol=0, atol=1e-9, err_msg=k)
@@ -269,30 +181,6 @@ def test_table_format():
     assert "lstm" in table and "0.1 [0.05, 0.15]" in table and "| 0.1 " in table.replace("  ", " ")
 
 
-def test_meta_train_on_a_mixture_of_families(tmp_path):
-    proc = l2l("meta-train", "--problem", "quadratic=2,rosenbrock=1", "--outer-steps", "3",
-               "--out", str(tmp_path), *TINY)  # fmt: skip
-    assert "wrote" in proc.stdout
-    info = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    assert info["step"] == 3 and np.isfinite(info["meta_loss"])
-
-
-@pytest.mark.parametrize(
-    "problem",
-    # mnist_conv and tiny_transformer take minutes here; they are run by hand (README).
-    ["rosenbrock", "logistic", "mnist_mlp", "char_lstm"],
-)
-def test_compare_runs_for_problems_with_data(tmp_path, problem, capsys):
-    code = cli.main(["compare", "--problem", problem, "--steps", "2", "--num-test", "2",
-                     "--num-val", "2", "--out", str(tmp_path)])  # fmt: skip
-    assert code == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
-    assert (tmp_path / f"{problem}.png").exists()
-    if problem.startswith(("mnist", "char", "tiny")):
-        assert "test accuracy" in capsys.readouterr().out
-
-
 def test_output_files_get_the_usual_permissions(reference_run, tmp_path):
     """Written under umask 022 (the test process's): 0644, not mkstemp's 0600."""
     old = os.umask(0o022)
@@ -316,7 +204,7 @@ def test_refused_weights_leave_no_run_directory(tmp_path):
     assert not (tmp_path / "c").exists() and not (tmp_path / "m").exists()
 
 
-def test_resume_to_fewer_outer_steps_is_refused_and_keeps_the_weights(reference_run):
+def test_resume_to_fewer_outer_steps_is_refused_and_keeps_theweights_of(reference_run):
     before = (reference_run / "weights.npz").read_bytes()
     proc = l2l("meta-train", "--outer-steps", "20", "--out", str(reference_run), "--resume",
                "--seed", "7", check=False)  # fmt: skip
@@ -332,16 +220,3 @@ def test_plot_of_something_else_than_compare_results_is_one_line(tmp_path, conte
                check=False)  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "not the results of `l2l-opt compare`" in proc.stderr
-
-
-def test_demo_writes_only_under_its_out_directory(tmp_path):
-    """A newcomer's `make demo` must not rewrite the shipped plots/ (run here from an empty
-    directory, with a short meta-training)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "l2l_opt.cli", "demo", "--outer-steps", "3"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(tmp_path)) == ["runs"]
-    assert (tmp_path / "runs/demo/plots/quadratic.png").exists()
-    assert (tmp_path / "runs/demo/plots/quadratic.json").exists()

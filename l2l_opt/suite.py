@@ -1,0 +1,240 @@
+"""An evaluation suite: learned optimizers against tuned baselines and no-tuning
+competitors, over tasks and horizons, with held-out tasks reported apart."""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from l2l_opt import evaluate
+from l2l_opt.problem import Problem
+
+SPLITS = ("train", "heldout")
+
+
+class Task(NamedTuple):
+    """One task of a suite: a problem, the horizons it is run at, and whether meta-training
+    may use it (``"train"``) or not (``"heldout"``)."""
+
+    problem: Problem
+    horizons: tuple[int, ...]
+    split: str
+
+
+def adamw_cosine(num_steps: int) -> Callable[[jax.Array], optax.GradientTransformation]:
+    """AdamW (weight decay 1e-4) with a linear warm-up over the first 5% of `num_steps` and
+    a cosine decay to zero at `num_steps`; the factory takes the peak learning rate."""
+
+    def make(learning_rate):
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, max(1, num_steps // 20), num_steps, end_value=0.0
+        )
+        return optax.adamw(schedule, weight_decay=1e-4)
+
+    return make
+
+
+def tuned_baselines(num_steps: int) -> dict[str, Callable[[jax.Array], Any]]:
+    """The baselines whose learning rate is tuned per cell on validation instances."""
+    return {
+        "adam": optax.adam,
+        "adamw_cosine": adamw_cosine(num_steps),
+        "nag": evaluate.BASELINES["nag"],
+    }
+
+
+# What a user picks instead of tuning: each with its defaults.
+UNTUNED: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "prodigy": optax.contrib.prodigy,
+    "schedule_free_adamw": optax.contrib.schedule_free_adamw,
+}
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """``mean(a) / mean(b)`` with a 95% paired-bootstrap interval over instances (2,000
+    resamples); non-finite values make the ratio infinite."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return {"ratio": math.inf, "low": math.inf, "high": math.inf}
+    idx = np.random.default_rng(seed).integers(0, len(a), (2000, len(a)))
+    boot = a[idx].mean(1) / b[idx].mean(1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"ratio": float(a.mean() / b.mean()), "low": float(low), "high": float(high)}
+
+
+def _tail_per_instance(problem, opt, keys, steps) -> np.ndarray:
+    run = jax.jit(
+        lambda k, d: evaluate.tail_mean(evaluate.loss_curves(problem, opt, k, steps, d))
+    )
+    return np.asarray(run(keys, problem.data), np.float64)
+
+
+def evaluate_cell(
+    problem: Problem,
+    learned: Mapping[str, Callable[[int], optax.GradientTransformation]],
+    steps: int,
+    *,
+    num_test: int = 5,
+    num_val: int = 3,
+    seed: int = 0,
+    grid: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One cell: every optimizer's mean loss over the last 10% of `steps`, per test instance.
+
+    Args:
+      problem: the task.
+      learned: ``{label: num_steps -> transformation}`` (so that an optimizer may be told
+        the horizon).
+      steps: the horizon.
+      num_test: test instances.
+      num_val: validation instances for tuning.
+      seed: seed of the instance streams.
+      grid: learning rates tried first (default: 1e-4 to 1, 2 per decade, extended past an
+        edge optimum).
+    """
+    grid = evaluate.log_grid(per_decade=2) if grid is None else grid
+    val_keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
+    test_keys = evaluate.instance_keys(seed, evaluate.TEST_STREAM, num_test)
+    out: dict[str, Any] = {"problem": problem.name, "steps": steps, "optimizers": {}}
+    for name, make in tuned_baselines(steps).items():
+        tuned = evaluate.tune_learning_rate(problem, make, val_keys, steps, grid)
+        tail = _tail_per_instance(problem, make(tuned.learning_rate), test_keys, steps)
+        out["optimizers"][name] = {"learning_rate": tuned.learning_rate, "tail": tail.tolist()}
+    candidates = {**{k: (lambda n, f=f: f()) for k, f in UNTUNED.items()}, **learned}
+    for name, make in candidates.items():
+        tail = _tail_per_instance(problem, make(steps), test_keys, steps)
+        out["optimizers"][name] = {"learning_rate": None, "tail": tail.tolist()}
+    return out
+
+
+def summarize_cell(cell: dict[str, Any], learned: Sequence[str]) -> dict[str, Any]:
+    """Each learned optimizer's ratios to tuned Adam, to the best tuned baseline and to
+    each competitor, with 95% intervals."""
+    opts = cell["optimizers"]
+    mean = lambda n: float(np.mean(opts[n]["tail"]))
+    finite = [n for n in tuned_baselines(cell["steps"]) if math.isfinite(mean(n))]
+    best = min(finite, key=mean) if finite else "adam"
+    ratios = {}
+    for name in learned:
+        ratios[name] = {
+            "adam": ratio_interval(opts[name]["tail"], opts["adam"]["tail"]),
+            "best_baseline": {"name": best, **ratio_interval(opts[name]["tail"], opts[best]["tail"])},
+            **{
+                other: ratio_interval(opts[name]["tail"], opts[other]["tail"])
+                for other in (*UNTUNED, "adamw_cosine")
+            },
+        }
+    return {"best_baseline": best, "ratios": ratios}
+
+
+def run(
+    tasks: Mapping[str, Task],
+    learned: Mapping[str, Callable[[int], optax.GradientTransformation]],
+    *,
+    num_test: int = 5,
+    num_val: int = 3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every task at every horizon (see `evaluate_cell`), and the summary of each learned
+    optimizer over the cells: wins against tuned Adam, median and largest ratio, wins
+    against each competitor, with the held-out cells on their own."""
+    cells = []
+    jobs = [(name, task, h) for name, task in tasks.items() for h in task.horizons]
+    for name, task, steps in tqdm(jobs, desc="suite", unit="cell", disable=not progress):
+        cell = evaluate_cell(
+            task.problem, learned, steps, num_test=num_test, num_val=num_val, seed=seed
+        )
+        cell.update(task=name, split=task.split, **summarize_cell(cell, list(learned)))
+        cells.append(cell)
+    return {
+        "num_test": num_test,
+        "num_val": num_val,
+        "seed": seed,
+        "metric": "mean training loss over the last 10% of steps, per test instance",
+        "cells": cells,
+        "summary": {name: summary(cells, name) for name in learned},
+    }
+
+
+def summary(cells: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
+    """`name`'s record over `cells`: all, and the held-out ones apart."""
+
+    def of(subset):
+        if not subset:
+            return {}
+        to_adam = [c["ratios"][name]["adam"]["ratio"] for c in subset]
+        wins = lambda key: float(np.mean([c["ratios"][name][key]["ratio"] < 1 for c in subset]))
+        return {
+            "cells": len(subset),
+            "beats_tuned_adam": wins("adam"),
+            "median_ratio_to_adam": float(np.median(to_adam)),
+            "max_ratio_to_adam": float(np.max(to_adam)),
+            "beats_adamw_cosine": wins("adamw_cosine"),
+            **{f"beats_{k}": wins(k) for k in UNTUNED},
+        }
+
+    return {"all": of(cells), "heldout": of([c for c in cells if c["split"] == "heldout"])}
+
+
+def format_table(results: dict[str, Any], name: str) -> str:
+    """One row per cell: `name`'s mean, tuned Adam's, and the ratios with intervals."""
+    head = ("task", "split", "steps", name, "tuned Adam", f"{name} / Adam [95% CI]", "best")
+    rows = [head]
+    for c in results["cells"]:
+        opts, r = c["optimizers"], c["ratios"][name]
+        rows.append((
+            c["task"], c["split"], str(c["steps"]),
+            f"{np.mean(opts[name]['tail']):.4g}", f"{np.mean(opts['adam']['tail']):.4g}",
+            f"{r['adam']['ratio']:.2f} [{r['adam']['low']:.2f}, {r['adam']['high']:.2f}]",
+            f"{r['best_baseline']['name']} {r['best_baseline']['ratio']:.2f}",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    s = results["summary"][name]
+    for part in ("all", "heldout"):
+        p = s.get(part)
+        if p:
+            lines.append(
+                f"{part}: {p['cells']} cells; beats tuned Adam on {p['beats_tuned_adam']:.0%}, "
+                f"median ratio {p['median_ratio_to_adam']:.2f}, largest "
+                f"{p['max_ratio_to_adam']:.2f}; beats AdamW-cosine on "
+                f"{p['beats_adamw_cosine']:.0%}, prodigy on {p['beats_prodigy']:.0%}, "
+                f"schedule-free AdamW on {p['beats_schedule_free_adamw']:.0%}"
+            )
+    return "\n".join(lines)
+
+
+def do_no_harm(
+    problem: Problem,
+    opt: optax.GradientTransformation,
+    *,
+    num_steps: int = 10_000,
+    check_at: int = 1_000,
+    num_instances: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A long run past the training horizon: it must stay finite, and its mean loss over the
+    last 10% of steps must be no higher than the loss at step `check_at`."""
+    keys = evaluate.instance_keys(seed, evaluate.TEST_STREAM, num_instances)
+    run = jax.jit(lambda k, d: evaluate.loss_curves(problem, opt, k, num_steps, d))
+    curves = np.asarray(run(keys, problem.data), np.float64)
+    finite = bool(np.all(np.isfinite(curves)))
+    tail = float(np.mean(evaluate.tail_mean(jnp.asarray(curves))))
+    # The loss "at step check_at": a window of 1% of the run around it, as batches are noisy.
+    w = max(1, num_steps // 200)
+    at = float(np.mean(curves[:, check_at - w : check_at + w + 1]))
+    return {
+        "problem": problem.name,
+        "num_steps": num_steps,
+        "finite": finite,
+        "last10_mean": tail,
+        f"mean_near_step_{check_at}": at,
+        "ok": finite and tail <= at,
+    }

@@ -1,0 +1,47 @@
+"""Evaluation suites by name: tasks of the problem suite, their horizons, and their split.
+
+``train`` tasks are the families meta-training may use; ``heldout`` tasks no meta-training
+run may touch (the transformer, the char-LSTM, the conv net, the ill-conditioned quadratic
+and two MLP shapes no training family has).
+"""
+
+from l2l_opt.suite import Task
+
+from . import get
+
+# name -> ((problem name, (short horizon, long horizon), split), ...)
+SUITES: dict[str, tuple[tuple[str, tuple[int, ...], str], ...]] = {
+    "default": (
+        ("mnist_mlp_h20_d1_sigmoid", (100, 1000), "train"),
+        ("mnist_mlp_h40_d1_relu", (200, 1000), "train"),
+        ("mnist_mlp_h20_d2_tanh", (200, 1000), "train"),
+        ("logistic", (100, 1000), "train"),
+        ("quadratic", (100, 1000), "train"),
+        ("rosenbrock", (300, 2000), "train"),
+        ("mnist_mlp_h40_d2_elu", (200, 1000), "heldout"),
+        ("mnist_mlp_h128_d1_relu", (200, 1000), "heldout"),
+        ("quadratic_illcond", (300, 2000), "heldout"),
+        ("mnist_conv_tiny", (200, 1000), "heldout"),
+        ("char_lstm_h64_s16", (200, 1000), "heldout"),
+        ("tiny_transformer_l1_s16", (200, 1000), "heldout"),
+    ),
+    # A few minutes on 2 CPU cores: one task per kind, short horizons.
+    "quick": (
+        ("quadratic", (50, 200), "train"),
+        ("mnist_mlp_h20_d1_sigmoid", (50, 200), "train"),
+        ("quadratic_illcond", (50, 200), "heldout"),
+        ("tiny_transformer_l1_s16", (50, 200), "heldout"),
+    ),
+}
+
+
+def tasks(name: str) -> dict[str, Task]:
+    """The suite `name` as `l2l_opt.suite.Task` objects."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    return {p: Task(get(p), horizons, split) for p, horizons, split in SUITES[name]}
+
+
+def training_problems(name: str = "default") -> tuple[str, ...]:
+    """The problems of suite `name` that meta-training may use."""
+    return tuple(p for p, _, split in SUITES[name] if split == "train")
