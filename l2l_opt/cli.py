@@ -15,12 +15,22 @@ from typing import Any
 import jax
 from tqdm import tqdm
 
-from l2l_opt import architecture, checkpoint, compare, plotting, run
+from l2l_opt import (
+    architecture,
+    checkpoint,
+    compare,
+    plotting,
+    pretrained,
+    problems,  # the suite: name lookup belongs to the command line
+    run,
+    suite,
+    transform,
+)
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError, field_docs
 from l2l_opt.meta_train import MetaTrainConfig
 from l2l_opt.problem import Mixture, Problem, as_mixture
-from l2l_opt.problems import datasets
+from l2l_opt.problems import datasets, suites
 from l2l_opt.run import log_status
 
 # The demo's recipe: the paper's network and meta-training on 10-dim Gaussian quadratics.
@@ -35,17 +45,12 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------- problems
 
 
-def _suite():
-    """The suite `l2l_opt.problems` (name lookup belongs to the command line)."""
-    return importlib.import_module("l2l_opt.problems")
-
-
 def resolve_problem(spec: str) -> Problem | Mixture:
     """A problem, family or mixture of the suite by name (``l2l-opt problems``), or a
     user's own: ``module:factory`` calls ``factory()`` from ``module`` (importable from the
     current directory), which returns a `Problem` or ``[(Problem, weight), ...]``."""
     if ":" not in spec:
-        mixture = _suite().mixture(spec)
+        mixture = problems.mixture(spec)
         return mixture[0][0] if len(mixture) == 1 else mixture
     module_name, _, attr = spec.partition(":")
     if os.getcwd() not in sys.path:  # as `python -m` does, so that ./my_problem.py imports
@@ -307,9 +312,34 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     jax.distributed.initialize(coordinator, int(num_processes), int(process_id))
 
 
+def evaluate_suite(
+    suite_name: str, weights: list[str], out: str, *, num_test: int, num_val: int, seed: int
+) -> dict[str, Any]:
+    """``l2l-opt evaluate --suite NAME``: runs `l2l_opt.suite.run` and writes
+    ``out/suite.json``, ``out/suite.txt`` (the table) and ``out/suite.png``."""
+    tasks = suites.tasks(suite_name)
+    learned = {}
+    for w in weights or [None]:
+        theta, arch = transform.resolve_weights(w, None)
+        label = "learned_opt()" if w is None else f"learned_opt({w!r})"
+        learned[label] = lambda steps, theta=theta, arch=arch: arch.opt(theta)
+    results = suite.run(tasks, learned, num_test=num_test, num_val=num_val, seed=seed)
+    shipped = f"shipped:{pretrained.DEFAULT}"
+    results.update(suite=suite_name, weights=[w or shipped for w in weights or [None]])
+    os.makedirs(out, exist_ok=True)
+    compare.write_json(os.path.join(out, "suite.json"), results)
+    tables = "\n\n".join(suite.format_table(results, name) for name in learned)
+    checkpoint.atomic_write(os.path.join(out, "suite.txt"), lambda f: f.write(tables.encode()))
+    print(tables)
+    fig = plotting.suite_figure(results)
+    png = os.path.join(out, "suite.png")
+    checkpoint.atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=120))
+    print(f"wrote {out}/suite.json, suite.txt and suite.png")
+    return results
+
+
 def list_problems() -> None:
     """Prints the problems (params, horizon, data) and the families."""
-    problems = _suite()
     rows = [("name", "params", "horizon", "data", "what")]
     for name in problems.names():
         p = problems.get(name)
@@ -385,6 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser(
+        "evaluate", help="an evaluation suite: learned optimizers against tuned baselines"
+    )
+    p.add_argument("--suite", default="default", help=f"one of {', '.join(suites.SUITES)}")
+    p.add_argument("--quick", action="store_true", help="the quick suite (a few minutes)")
+    p.add_argument(
+        "--weights", action="append", default=None,
+        help="weights file or shipped name (repeatable; default: the shipped default)",
+    )  # fmt: skip
+    p.add_argument("--out", default=None, help="default runs/suite_<suite>")
+    p.add_argument("--num-test", type=int, default=5)
+    p.add_argument("--num-val", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+
     p = sub.add_parser("plot", help="redraw a figure from a compare results.json")
     p.add_argument("--results", required=True)
     p.add_argument("--out", required=True, help="output .png")
@@ -424,6 +468,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.weights,
                 args.out,
                 steps=args.steps,
+                num_test=args.num_test,
+                num_val=args.num_val,
+                seed=args.seed,
+            )
+        elif args.command == "evaluate":
+            name = "quick" if args.quick else args.suite
+            evaluate_suite(
+                name,
+                args.weights,
+                args.out or os.path.join("runs", f"suite_{name}"),
                 num_test=args.num_test,
                 num_val=args.num_val,
                 seed=args.seed,

@@ -109,3 +109,36 @@ def _default_label(name: str, r: Mapping[str, Any]) -> str:
     if r.get("learning_rate") is not None:
         label += f" (lr {r['learning_rate']:.3g})"
     return label
+
+
+def suite_figure(results: Mapping[str, Any]) -> Figure:
+    """Each cell's ratio of the learned optimizer's loss to tuned Adam's (log scale, 95%
+    interval), training tasks and held-out tasks apart; below the line, it wins."""
+    name = next(iter(results["summary"]))
+    cells = results["cells"]
+    fig = Figure(figsize=(max(6.4, 0.45 * len(cells) + 2), 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, c in enumerate(cells):
+        r = c["ratios"][name]["adam"]
+        color = "C3" if c["split"] == "heldout" else "C0"
+        if not math.isfinite(r["ratio"]):
+            ax.annotate("inf", (i, 1), color=color, ha="center")
+            continue
+        lo, hi = r["ratio"] - r["low"], r["high"] - r["ratio"]
+        ax.errorbar(i, r["ratio"], yerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+    ax.axhline(1.0, color="0.3", lw=1)
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(
+        LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5))
+    )
+    ax.set_xticks(
+        range(len(cells)), [f"{c['task']} @{c['steps']}" for c in cells], rotation=70, fontsize=7
+    )
+    ax.set_ylabel(f"{name} / tuned Adam, mean loss over the last 10% (95% CI)")
+    ax.set_title(
+        f"suite {results.get('suite', '')}: {name} against tuned Adam\n"
+        "blue: training tasks, red: held-out tasks; below 1 is better",
+        fontsize=10,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    return fig

@@ -30,11 +30,13 @@ def adamw_cosine(num_steps: int) -> Callable[[jax.Array], optax.GradientTransfor
     """AdamW (weight decay 1e-4) with a linear warm-up over the first 5% of `num_steps` and
     a cosine decay to zero at `num_steps`; the factory takes the peak learning rate."""
 
+    # The unit schedule times the (possibly traced, when tuned under vmap) peak rate.
+    unit = optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, max(1, num_steps // 20), num_steps, end_value=0.0
+    )
+
     def make(learning_rate):
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, learning_rate, max(1, num_steps // 20), num_steps, end_value=0.0
-        )
-        return optax.adamw(schedule, weight_decay=1e-4)
+        return optax.adamw(lambda count: learning_rate * unit(count), weight_decay=1e-4)
 
     return make
 
@@ -68,9 +70,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dic
 
 
 def _tail_per_instance(problem, opt, keys, steps) -> np.ndarray:
-    run = jax.jit(
-        lambda k, d: evaluate.tail_mean(evaluate.loss_curves(problem, opt, k, steps, d))
-    )
+    run = jax.jit(lambda k, d: evaluate.tail_mean(evaluate.loss_curves(problem, opt, k, steps, d)))
     return np.asarray(run(keys, problem.data), np.float64)
 
 
@@ -123,7 +123,10 @@ def summarize_cell(cell: dict[str, Any], learned: Sequence[str]) -> dict[str, An
     for name in learned:
         ratios[name] = {
             "adam": ratio_interval(opts[name]["tail"], opts["adam"]["tail"]),
-            "best_baseline": {"name": best, **ratio_interval(opts[name]["tail"], opts[best]["tail"])},
+            "best_baseline": {
+                "name": best,
+                **ratio_interval(opts[name]["tail"], opts[best]["tail"]),
+            },
             **{
                 other: ratio_interval(opts[name]["tail"], opts[other]["tail"])
                 for other in (*UNTUNED, "adamw_cosine")

@@ -63,6 +63,7 @@ FAMILIES: dict[str, tuple[tuple[str, float], ...]] = {
 
 register("quadratic", quadratic)
 register("quadratic_uniform", functools.partial(quadratic, distribution="uniform"))
+register("quadratic_illcond", functools.partial(quadratic, condition=1e3))
 register("square", square)
 register("rosenbrock", rosenbrock)
 register("logistic", logistic)
@@ -72,6 +73,8 @@ register("mnist_conv_bn", functools.partial(mnist_conv, batch_norm=True))
 register("mnist_conv_tiny", functools.partial(mnist_conv, channels=4, batch_size=16))
 for _h, _d, _a in itertools.product((20, 40), (1, 2), (*ACTIVATIONS, "random")):
     register(f"mnist_mlp_h{_h}_d{_d}_{_a}", functools.partial(mnist_mlp, _h, _d, _a))
+# A wider MLP, for evaluation suites (no training family has it).
+register("mnist_mlp_h128_d1_relu", functools.partial(mnist_mlp, 128, 1, "relu"))
 for _h, _s in itertools.product((64, 128), (16, 32)):
     register(f"char_lstm_h{_h}_s{_s}", functools.partial(char_lstm, hidden=_h, seq_len=_s))
 for _l, _s in itertools.product((1, 2), (16, 32)):

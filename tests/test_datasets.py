@@ -7,9 +7,9 @@ import threading
 
 import numpy as np
 import pytest
-from l2l_opt.problems import datasets
 
 from l2l_opt import cli
+from l2l_opt.problems import datasets
 
 
 def _idx(array: np.ndarray) -> bytes:

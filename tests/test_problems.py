@@ -3,13 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+from l2l_opt import evaluate, problems
 from l2l_opt.problems.char_lstm import char_lstm
 from l2l_opt.problems.logistic import logistic
 from l2l_opt.problems.mnist_conv import mnist_conv
 from l2l_opt.problems.mnist_mlp import mnist_mlp
 from l2l_opt.problems.tiny_transformer import tiny_transformer
-
-from l2l_opt import evaluate, problems
 
 
 @pytest.mark.parametrize("name", [*problems.names()])

@@ -1,0 +1,72 @@
+"""The evaluation suite: cells, ratios with intervals, summaries, the do-no-harm check."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import l2l_opt
+from l2l_opt import plotting, problems, suite
+from l2l_opt.problems import suites
+
+
+def test_suites_have_the_kinds_and_the_split_the_issue_asks_for():
+    default = suites.SUITES["default"]
+    assert len(default) >= 12
+    heldout = {p for p, _, split in default if split == "heldout"}
+    for kind in ("tiny_transformer", "char_lstm", "mnist_conv", "quadratic_illcond"):
+        assert any(p.startswith(kind) for p in heldout), kind
+    assert all(len(h) == 2 and h[0] <= 300 and 1000 <= h[1] <= 2000 for _, h, _ in default)
+    for name in suites.training_problems():
+        assert name not in heldout
+    for p, _, _ in default:
+        problems.get(p)  # every task is registered
+
+
+def test_ill_conditioned_quadratic_has_the_stated_condition_number():
+    problem = problems.get("quadratic_illcond")
+    w = problem.sample_instance(jax.random.key(0))["w"]
+    eig = np.linalg.eigvalsh(np.asarray(2 * w.T @ w, np.float64))
+    assert eig.max() / eig.min() == pytest.approx(1e3, rel=1e-2)
+
+
+def test_ratio_interval():
+    r = suite.ratio_interval([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    assert r["ratio"] == pytest.approx(0.5) and r["low"] <= 0.5 <= r["high"]
+    assert math.isinf(suite.ratio_interval([1.0, float("nan")], [1.0, 1.0])["ratio"])
+
+
+def test_a_small_suite_runs_and_summarises():
+    tasks = {
+        "quadratic": suite.Task(problems.get("quadratic"), (20, 40), "train"),
+        "quadratic_illcond": suite.Task(problems.get("quadratic_illcond"), (20,), "heldout"),
+    }
+    learned = {"learned_opt()": lambda steps: l2l_opt.learned_opt("quadratic")}
+    results = suite.run(tasks, learned, num_test=3, num_val=2, progress=False)
+    assert len(results["cells"]) == 3
+    for cell in results["cells"]:
+        assert set(cell["optimizers"]) == {
+            "adam", "adamw_cosine", "nag", "prodigy", "schedule_free_adamw", "learned_opt()",
+        }  # fmt: skip
+        assert all(len(o["tail"]) == 3 for o in cell["optimizers"].values())
+        assert cell["ratios"]["learned_opt()"]["adam"]["ratio"] > 0
+    s = results["summary"]["learned_opt()"]
+    assert s["all"]["cells"] == 3 and s["heldout"]["cells"] == 1
+    assert 0 <= s["all"]["beats_tuned_adam"] <= 1
+    table = suite.format_table(results, "learned_opt()")
+    assert "heldout: 1 cells" in table and "quadratic_illcond" in table
+    fig = plotting.suite_figure({**results, "suite": "test"})
+    assert len(fig.axes) == 1
+
+
+def test_do_no_harm_check():
+    problem = problems.get("quadratic")
+    good = suite.do_no_harm(problem, optax.adam(0.1), num_steps=400, check_at=100)
+    assert good["finite"] and good["ok"]
+    # A learning rate that grows without bound: late steps undo the early progress.
+    worse = optax.sgd(lambda t: 1e-3 * jnp.exp(t / 50.0))
+    bad = suite.do_no_harm(problem, worse, num_steps=400, check_at=100)
+    assert not bad["ok"]
