@@ -37,7 +37,7 @@ def test_meta_train_writes_weights_checkpoint_and_metrics(reference_run):
     assert all(np.isfinite(x["meta_loss"]) for x in lines)
 
 
-def test_resume_in_stages_gives_identicalweights_of(reference_run, tmp_path):
+def test_resume_in_stages_gives_identical_weights(reference_run, tmp_path):
     l2l("meta-train", "--outer-steps", "18", "--checkpoint-every", "4", "--seed", "7",
         "--out", str(tmp_path), *TINY)  # fmt: skip
     proc = l2l("meta-train", "--outer-steps", "40", "--checkpoint-every", "4", "--seed", "7",
@@ -46,7 +46,7 @@ def test_resume_in_stages_gives_identicalweights_of(reference_run, tmp_path):
     assert_same_weights(reference_run / "weights.npz", tmp_path / "weights.npz")
 
 
-def test_sigkill_at_random_points_then_resume_gives_identicalweights_of(reference_run, tmp_path):
+def test_sigkill_at_random_points_then_resume_gives_identical_weights(reference_run, tmp_path):
     """Five kills at random times, one of them inside a checkpoint write, then --resume."""
     cmd = [sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "40",
            "--checkpoint-every", "4", "--seed", "7", "--out", str(tmp_path), "--resume",
@@ -59,7 +59,7 @@ def test_sigkill_at_random_points_then_resume_gives_identicalweights_of(referenc
 def test_weights_of_one_architecture_loaded_as_another_give_one_line(reference_run, tmp_path):
     src = str(reference_run / "weights.npz")  # LSTM weights
     with pytest.raises(checkpoint.CheckpointError) as e:
-        checkpoint.loadweights_of(src, expected="mlp")
+        checkpoint.load_weights(src, expected="mlp")
     assert "holds weights of the 'lstm' architecture, not 'mlp'" in str(e.value)
     with pytest.raises(ValueError) as e:
         l2l_opt.learned_opt(src, config=l2l_opt.MLPOptConfig())
@@ -204,7 +204,7 @@ def test_refused_weights_leave_no_run_directory(tmp_path):
     assert not (tmp_path / "c").exists() and not (tmp_path / "m").exists()
 
 
-def test_resume_to_fewer_outer_steps_is_refused_and_keeps_theweights_of(reference_run):
+def test_resume_to_fewer_outer_steps_is_refused_and_keeps_the_weights(reference_run):
     before = (reference_run / "weights.npz").read_bytes()
     proc = l2l("meta-train", "--outer-steps", "20", "--out", str(reference_run), "--resume",
                "--seed", "7", check=False)  # fmt: skip
