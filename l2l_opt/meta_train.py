@@ -35,10 +35,10 @@ class MetaTrainConfig:
       num_tasks: optimizees trained in parallel per outer step, split over a mixture's
         members in proportion to their weights (at least one each).
       unroll_length: inner steps per truncation (K).
-      horizon: inner steps per optimizee before it is re-sampled (T); with `min_horizon`,
-        the largest horizon drawn. Rounded up to a multiple of K.
+      horizon: inner steps per optimizee before it is re-sampled (T), a multiple of K; with
+        `min_horizon`, the largest horizon drawn.
       min_horizon: if set, each new optimizee draws its horizon log-uniformly between this
-        and `horizon` (a multiple of K).
+        and `horizon`, rounded to a multiple of K.
       curriculum: stages ``((from_step, unroll_length, horizon), ...)`` that replace K and
         the horizon from the given outer steps on (the first from step 0), e.g. short
         truncations and horizons first. Flag syntax: ``0:10:100,500:20:1000``.
