@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 from l2l_opt import preprocessing
 from l2l_opt.config import (
     check,
+    check_bool,
     check_choice,
     check_positive_float,
     check_positive_int,
@@ -55,6 +56,9 @@ class LSTMOptConfig:
       partition: ``"none"`` (one LSTM for all parameters) or ``"conv_fc"``: separate LSTMs,
         one for parameters under top-level keys starting with ``conv`` and one for the rest
         (the paper's CIFAR-10 setting).
+      progress_features: two more inputs per coordinate, ``(k, k t / T)`` at step t, with
+        ``k = 1`` when the horizon T is given (``learned_opt(num_steps=T)``) and 0 when not,
+        so that the optimizer can learn a schedule and still run without one.
     """
 
     num_layers: int = 2
@@ -67,6 +71,7 @@ class LSTMOptConfig:
     skip_init: tuple[float, ...] | None = None
     head_init: str = "default"
     partition: str = "none"
+    progress_features: bool = False
 
     name: ClassVar[str] = "lstm"
 
@@ -93,6 +98,11 @@ class LSTMOptConfig:
             object.__setattr__(self, "skip_init", tuple(float(x) for x in self.skip_init))
         check_choice(self, "head_init", HEAD_INITS)
         check_choice(self, "partition", PARTITIONS)
+        check_bool(self, "progress_features")
+
+    def num_inputs(self) -> int:
+        """Inputs per coordinate: the gradient features, and the progress features if any."""
+        return preprocessing.NUM_FEATURES[self.preprocessing] + 2 * self.progress_features
 
     def groups(self) -> tuple[str, ...]:
         """Names of the separate LSTMs: ``()`` for one shared LSTM."""
@@ -114,14 +124,17 @@ class LSTMOptConfig:
         state_dtype: str = "float32",
         chunk: int | None = None,
         tiling: Any = None,
+        num_steps: Any = None,
     ) -> optax.GradientTransformationExtraArgs:
         """``chain(scale_by_lstm(theta, self, ...), scale_by_learning_rate(learning_rate))``.
 
         `kernel`, `state_dtype`, `chunk` and `tiling` are runtime options (see
         `scale_by_lstm`): they change where and how fast the same function is computed, and
-        are not saved with the weights.
+        are not saved with the weights; `num_steps` is the training run's horizon, for
+        `progress_features`.
         """
         options = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
+        options["num_steps"] = num_steps
         return optax.chain(
             scale_by_lstm(theta, self, **options),
             optax.scale_by_learning_rate(learning_rate, flip_sign=False),
@@ -158,7 +171,9 @@ def _forward(
     head_init = hk.initializers.Constant(0.0) if config.head_init == "zeros" else None
     out_Nx1 = hk.Linear(1, w_init=head_init, name="head")(x_NxH)
     if config.skip_init is not None:
-        skip_init = hk.initializers.Constant(jnp.asarray(config.skip_init)[:, None])
+        # The progress features, if any, start outside the skip path.
+        start = config.skip_init + (0.0,) * (config.num_inputs() - len(config.skip_init))
+        skip_init = hk.initializers.Constant(jnp.asarray(start)[:, None])
         out_Nx1 = out_Nx1 + hk.Linear(1, with_bias=False, w_init=skip_init, name="skip")(feats_NxF)
     return out_Nx1[:, 0] * config.output_scale, tuple(new_state)
 
@@ -193,7 +208,7 @@ def init_theta(key: ArrayLike, config: LSTMOptConfig) -> hk.Params:
         inner = config.unpartitioned()
         keys = jax.random.split(key, len(config.groups()))
         return {g: init_theta(k, inner) for g, k in zip(config.groups(), keys, strict=True)}
-    feats = jnp.zeros((1, preprocessing.NUM_FEATURES[config.preprocessing]), jnp.float32)
+    feats = jnp.zeros((1, config.num_inputs()), jnp.float32)
     rows = tuple(hk.LSTMState(s.hidden.T, s.cell.T) for s in initial_state(config, 1))
     return network(config).init(key, feats, rows)
 
@@ -456,6 +471,7 @@ def scale_by_lstm(
     state_dtype: str = "float32",
     chunk: int | None = None,
     tiling: Any = None,
+    num_steps: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Replaces each gradient coordinate by the output of a shared coordinatewise LSTM.
 
@@ -480,6 +496,8 @@ def scale_by_lstm(
       chunk: coordinates per block of the XLA path (`apply_features`); ``None`` for
         `default_chunk()` of the backend, 0 for no blocks.
       tiling: the Pallas kernel's `l2l_opt.pallas_lstm.Tiling`; None for its default.
+      num_steps: the run's horizon T, for a config with `progress_features` (None or a
+        value <= 0: not given); an error for a config without them.
 
     Returns:
       A `GradientTransformationExtraArgs`; its update accepts and ignores ``value=`` and
@@ -502,9 +520,15 @@ def scale_by_lstm(
     check_kernel(kernel, config)
     if state_dtype not in STATE_DTYPES:
         raise ValueError(f"state_dtype={state_dtype!r} is invalid: must be one of {STATE_DTYPES}")
+    if num_steps is not None and not config.progress_features:
+        raise ValueError(
+            "num_steps is given, but these weights take no training-progress inputs "
+            "(LSTMOptConfig.progress_features is False)"
+        )
     if config.groups():
         inner = config.unpartitioned()
         options = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
+        options["num_steps"] = num_steps
         return optax.multi_transform(
             {g: scale_by_lstm(theta[g], inner, **options) for g in config.groups()},
             partition_labels,
@@ -551,6 +575,8 @@ def scale_by_lstm(
                 mv = (m, v)
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
+            if config.progress_features:
+                feats = jnp.concatenate([feats, progress(count, num_steps, feats)])
             # Stored state may be bfloat16; the step runs in the features' dtype.
             if pallas and pallas.fits(g_N.size, feats.dtype, config):
                 u_N, new_s = pallas.apply(theta, feats, s, config, tiling)
@@ -570,6 +596,19 @@ def scale_by_lstm(
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def progress(count: jax.Array, num_steps: Any, like_FxN: jax.Array) -> jax.Array:
+    r"""The training-progress features ``[2, N]``: :math:`(k, k \min(t / T, 1))` with
+    :math:`k = [T > 0]`, t = `count` and T = `num_steps` (None: not given)."""
+    if num_steps is None:
+        values = jnp.zeros((2,), like_FxN.dtype)
+    else:
+        total = jnp.asarray(num_steps, like_FxN.dtype)
+        known = (total > 0).astype(like_FxN.dtype)
+        frac = jnp.minimum(count.astype(like_FxN.dtype) / jnp.maximum(total, 1), 1.0)
+        values = jnp.stack([known, known * frac])
+    return jnp.broadcast_to(values[:, None], (2, like_FxN.shape[-1]))
 
 
 def partition_labels(params: optax.Params) -> optax.Params:

@@ -39,6 +39,9 @@ class MetaTrainConfig:
         `min_horizon`, the largest horizon drawn.
       min_horizon: if set, each new optimizee draws its horizon log-uniformly between this
         and `horizon`, rounded to a multiple of K.
+      tell_horizon: for architectures with training-progress inputs, the probability that a
+        new optimizee's optimizer is told its horizon (the others run without it, as users
+        who do not pass ``num_steps``).
       curriculum: stages ``((from_step, unroll_length, horizon), ...)`` that replace K and
         the horizon from the given outer steps on (the first from step 0), e.g. short
         truncations and horizons first. Flag syntax: ``0:10:100,500:20:1000``.
@@ -67,6 +70,7 @@ class MetaTrainConfig:
     unroll_length: int = 20
     horizon: int = 100
     min_horizon: int | None = None
+    tell_horizon: float = 1.0
     curriculum: tuple[Stage, ...] = ()
     estimator: str = "tbptt"
     pes_std: float = 0.01
@@ -99,6 +103,15 @@ class MetaTrainConfig:
                 self.min_horizon,
                 f"must be at most horizon={self.horizon}",
             )
+        check(
+            isinstance(self.tell_horizon, (int, float))
+            and not isinstance(self.tell_horizon, bool)
+            and 0 <= self.tell_horizon <= 1,
+            name,
+            "tell_horizon",
+            self.tell_horizon,
+            "must be a probability in [0, 1]",
+        )
         self._check_curriculum()
         check_choice(self, "estimator", estimators.ESTIMATORS)
         check_positive_float(self, "pes_std", "meta_learning_rate", "clip_norm")
@@ -231,7 +244,7 @@ def estimator_of(
         members=unroll.members(mixture_of(problem, config), config.num_tasks),
         arch=config.net,
         num_steps=config.unroll_length,
-        horizons=unroll.Horizons(config.min_horizon, config.horizon),
+        horizons=unroll.Horizons(config.min_horizon, config.horizon, config.tell_horizon),
         objective=config.meta_objective,
         second_order=config.second_order,
         remat=config.remat,

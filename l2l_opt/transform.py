@@ -54,6 +54,7 @@ def learned_opt(
     state_dtype: str | None = None,
     chunk: int | None = None,
     tiling: Any = None,
+    num_steps: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""The learned optimizer, ready to use like `optax.adam`.
 
@@ -76,6 +77,9 @@ def learned_opt(
       state_dtype: runtime option of the LSTM: ``"float32"`` or ``"bfloat16"``.
       chunk: runtime option of the LSTM: coordinates per block of the XLA path.
       tiling: runtime option of the LSTM: the Pallas kernel's tiling.
+      num_steps: the training run's length, for weights with training-progress inputs
+        (`LSTMOptConfig.progress_features`), which can then follow a learned schedule; they
+        also run without it.
 
     Runtime options change how the same function is computed; they are not saved with
     weights. (Named here rather than taken as ``**kwargs``, so that
@@ -96,7 +100,9 @@ def learned_opt(
       Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
     """
     theta, config = resolve_weights(theta, config)
-    given = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
+    given = dict(
+        kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling, num_steps=num_steps
+    )
     options = {k: v for k, v in given.items() if v is not None}
     try:
         return config.opt(theta, learning_rate=learning_rate, **options)

@@ -27,14 +27,18 @@ class UnrollState(NamedTuple):
     key: jax.Array  # uint32[2]: this optimizee's own PRNG stream
     horizon: jax.Array  # shape=(), int32: steps it trains for before it is replaced
     init_loss: jax.Array  # shape=(), float32: its loss at step 0 (once known)
+    told: jax.Array  # shape=(), bool: its optimizer is told the horizon (progress features)
 
 
 class Horizons(NamedTuple):
     """How many steps each optimizee trains for: `high`, or log-uniform in [low, high]
-    rounded to a multiple of the truncation length (at least one truncation)."""
+    rounded to a multiple of the truncation length (at least one truncation); and the
+    probability `told` that its optimizer is told the horizon (for architectures with
+    training-progress inputs)."""
 
     low: int | None
     high: int
+    told: float = 1.0
 
 
 def draw_horizon(key: jax.Array, horizons: Horizons, num_steps: int) -> jax.Array:
@@ -58,10 +62,14 @@ def _fresh(
     instance = problem.sample_instance(k_instance)
     params = problem.init_params(k_init, instance)
     horizon = draw_horizon(jax.random.fold_in(k_instance, 1), horizons, num_steps)
+    told = jnp.asarray(True)
+    if horizons.told < 1:
+        told = jax.random.bernoulli(jax.random.fold_in(k_instance, 2), horizons.told)
     zero = jnp.zeros([], jnp.int32)
     return UnrollState(
-        params, opt.init(params), instance, zero, k_next, horizon, jnp.ones([], jnp.float32)
-    )
+        params, opt.init(params), instance, zero, k_next, horizon, jnp.ones([], jnp.float32),
+        told,
+    )  # fmt: skip
 
 
 def init_unroll_state(
@@ -149,6 +157,9 @@ def unroll(
         _fresh(problem, opt, state.key, horizons, num_steps),
         state,
     )
+    if getattr(arch, "progress_features", False):  # told its horizon, or 0: not told
+        told_steps = jnp.where(state.told, state.horizon, 0)
+        opt = arch.opt(theta, **dict(opt_options), num_steps=told_steps)
     instance = state.instance
 
     def step(carry, _):
@@ -171,9 +182,10 @@ def unroll(
         jnp.where(state.step == 0, losses[0], state.init_loss).astype(jnp.float32)
     )
     meta_loss = meta_objective(objective, losses, final_loss, init_loss)
-    new_state = UnrollState(
-        params, opt_state, instance, state.step + num_steps, key, state.horizon, init_loss
-    )
+    new_state = state._replace(
+        params=params, opt_state=opt_state, step=state.step + num_steps, key=key,
+        init_loss=init_loss,
+    )  # fmt: skip
     return meta_loss, (new_state, losses)
 
 

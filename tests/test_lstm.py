@@ -89,3 +89,47 @@ def test_state_dtype_is_a_runtime_option_checked_at_the_call(tiny_theta):
 def test_files_from_before_state_dtype_was_an_option_still_load():
     saved = {**LSTMOptConfig().to_dict(), "state_dtype": "float32"}
     assert LSTMOptConfig.from_dict(saved) == LSTMOptConfig()
+
+
+PROGRESS_NET = LSTMOptConfig(
+    num_layers=1, hidden_size=4, preprocessing="adam", skip_init=(0.0, -1.0),
+    head_init="zeros", output_scale=0.01, progress_features=True,
+)  # fmt: skip
+
+
+def test_progress_features_are_fed_only_when_the_horizon_is_given():
+    theta = PROGRESS_NET.init(jax.random.key(0))
+    assert theta["lstm_0/linear"]["w"].shape[0] == 2 + 2 + 4  # features, progress, hidden
+    # Make the progress inputs matter (the head starts at zero).
+    theta = jax.tree.map(lambda t: t + 0.1, theta)
+    params = {"w": jnp.ones(5)}
+    g = {"w": jnp.full(5, 0.3)}
+
+    def first_update(**kw):
+        tx = l2l_opt.learned_opt(theta, config=PROGRESS_NET, **kw)
+        return tx.update(g, tx.init(params), params)[0]["w"]
+
+    without, short, long = first_update(), first_update(num_steps=2), first_update(num_steps=1000)
+    assert not jnp.allclose(without, short) and not jnp.allclose(short, long)
+    # Not given, and given as 0 ("not told", as in meta-training), are the same.
+    assert jnp.array_equal(without, first_update(num_steps=0))
+    with pytest.raises(ValueError, match="take no training-progress inputs"):
+        l2l_opt.learned_opt(num_steps=100)
+
+
+def test_progress_features_in_meta_training_with_half_the_tasks_told():
+    from l2l_opt import problems  # noqa: PLC0415
+
+    problem = problems.get("quadratic")
+    for estimator in ("tbptt", "pes"):
+        config = l2l_opt.MetaTrainConfig(
+            num_tasks=8, unroll_length=5, horizon=20, tell_horizon=0.5, estimator=estimator,
+            net=PROGRESS_NET,
+        )  # fmt: skip
+        state = l2l_opt.meta_train_init(jax.random.PRNGKey(0), config, problem)
+        told = state.tasks[0].told if estimator == "tbptt" else state.tasks.pos[0].told
+        assert 0 < int(told.sum()) < 8
+        step = jax.jit(lambda s, c=config: l2l_opt.meta_train_step(s, config=c, problem=problem))
+        for _ in range(3):
+            state, metrics = step(state)
+        assert bool(jnp.isfinite(metrics.meta_loss)) and not bool(metrics.skipped)
