@@ -14,7 +14,7 @@ DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "28858bde588085a44da417e66cb6bc8b40ace70c76199ac0c230c641b4e3693e",
+    "quadratic": "cfe86bb8237922938bd469867aae381c01c767edcf71f6c1cf62dc366863aca1",
 }
 
 
