@@ -323,6 +323,9 @@ def evaluate_suite(
         theta, arch = transform.resolve_weights(w, None)
         label = "learned_opt()" if w is None else f"learned_opt({w!r})"
         learned[label] = lambda steps, theta=theta, arch=arch: arch.opt(theta)
+        if getattr(arch, "progress_features", False):  # also told each cell's horizon
+            told = label[:-1] + ", num_steps=T)"
+            learned[told] = lambda steps, theta=theta, arch=arch: arch.opt(theta, num_steps=steps)
     results = suite.run(tasks, learned, num_test=num_test, num_val=num_val, seed=seed)
     shipped = f"shipped:{pretrained.DEFAULT}"
     results.update(suite=suite_name, weights=[w or shipped for w in weights or [None]])

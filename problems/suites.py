@@ -25,6 +25,11 @@ SUITES: dict[str, tuple[tuple[str, tuple[int, ...], str], ...]] = {
         ("char_lstm_h64_s16", (200, 1000), "heldout"),
         ("tiny_transformer_l1_s16", (200, 1000), "heldout"),
     ),
+    # Seconds: checks that an installation runs the suite (and the tests use it).
+    "smoke": (
+        ("quadratic", (10,), "train"),
+        ("quadratic_illcond", (10,), "heldout"),
+    ),
     # A few minutes on 2 CPU cores: one task per kind, short horizons.
     "quick": (
         ("quadratic", (50, 200), "train"),

@@ -1,5 +1,6 @@
 """The evaluation suite: cells, ratios with intervals, summaries, the do-no-harm check."""
 
+import json
 import math
 
 import jax
@@ -11,6 +12,8 @@ import pytest
 import l2l_opt
 from l2l_opt import plotting, problems, suite
 from l2l_opt.problems import suites
+
+from .cli_util import l2l
 
 
 def test_suites_have_the_kinds_and_the_split_the_issue_asks_for():
@@ -70,3 +73,15 @@ def test_do_no_harm_check():
     worse = optax.sgd(lambda t: 1e-3 * jnp.exp(t / 50.0))
     bad = suite.do_no_harm(problem, worse, num_steps=400, check_at=100)
     assert not bad["ok"]
+
+
+def test_evaluate_writes_the_suite_json_table_and_figure(tmp_path):
+    proc = l2l("evaluate", "--suite", "smoke", "--num-test", "2", "--num-val", "2",
+               "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "suite.json").read_text())
+    assert results["suite"] == "smoke" and len(results["cells"]) == 2
+    assert "heldout: 1 cells" in proc.stdout and "beats tuned Adam on" in proc.stdout
+    assert (tmp_path / "suite.txt").read_text().startswith("task")
+    assert (tmp_path / "suite.png").read_bytes()[:4] == b"\x89PNG"
+    bad = l2l("evaluate", "--suite", "nosuch", "--out", str(tmp_path / "x"), check=False)
+    assert bad.returncode == 2 and "unknown suite 'nosuch'" in bad.stderr
