@@ -120,21 +120,14 @@ class LSTMOptConfig:
         theta: hk.Params,
         *,
         learning_rate: optax.ScalarOrSchedule = 1.0,
-        kernel: str = "xla",
-        state_dtype: str = "float32",
-        chunk: int | None = None,
-        tiling: Any = None,
-        num_steps: Any = None,
+        **options: Any,
     ) -> optax.GradientTransformationExtraArgs:
-        """``chain(scale_by_lstm(theta, self, ...), scale_by_learning_rate(learning_rate))``.
+        """``chain(scale_by_lstm(theta, self, **options), scale_by_learning_rate(lr))``.
 
-        `kernel`, `state_dtype`, `chunk` and `tiling` are runtime options (see
-        `scale_by_lstm`): they change where and how fast the same function is computed, and
-        are not saved with the weights; `num_steps` is the training run's horizon, for
-        `progress_features`.
+        `options` are `scale_by_lstm`'s runtime options (``kernel``, ``state_dtype``,
+        ``chunk``, ``tiling``: where and how fast the same function is computed, not saved
+        with the weights) and ``num_steps``, the run's horizon for `progress_features`.
         """
-        options = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
-        options["num_steps"] = num_steps
         return optax.chain(
             scale_by_lstm(theta, self, **options),
             optax.scale_by_learning_rate(learning_rate, flip_sign=False),
