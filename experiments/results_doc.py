@@ -136,6 +136,82 @@ def study_rows() -> list[list[str]]:
     return rows
 
 
+SUITE_HEAD = ["learned optimizer", "cells", "beats tuned Adam", "median ratio", "largest",
+              "beats AdamW-cosine", "beats prodigy", "beats schedule-free AdamW"]  # fmt: skip
+
+
+def suite_summary(results: dict) -> str:
+    """One row per learned optimizer and part (all cells, held-out cells)."""
+    lines = ["| " + " | ".join(SUITE_HEAD) + " |", "|" + "---|" * len(SUITE_HEAD)]
+    for name, parts in results["summary"].items():
+        for part, p in parts.items():
+            if p:
+                lines.append("| " + " | ".join([
+                    f"`{name}`" + (" (held-out cells)" if part == "heldout" else ""),
+                    str(p["cells"]), f"{p['beats_tuned_adam']:.0%}",
+                    f"{p['median_ratio_to_adam']:.2f}", f"{p['max_ratio_to_adam']:.2f}",
+                    f"{p['beats_adamw_cosine']:.0%}", f"{p['beats_prodigy']:.0%}",
+                    f"{p['beats_schedule_free_adamw']:.0%}",
+                ]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def suite_cells(results: dict) -> str:
+    """Per cell: each learned optimizer's ratio to tuned Adam with its interval."""
+    names = list(results["summary"])
+    head = ["task", "split", "steps", *[f"`{n}` / Adam" for n in names]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in results["cells"]:
+        ratios = [c["ratios"][n]["adam"] for n in names]
+        cells = [f"{r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" for r in ratios]
+        lines.append("| " + " | ".join([c["task"], c["split"], str(c["steps"]), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def suite_do_no_harm(results: dict) -> list[str]:
+    rows = results.get("do_no_harm")
+    if not rows:
+        return []
+    at = next(k for k in rows[0] if k.startswith("mean_near_step_"))
+    lines = [
+        f"Do no harm: {rows[0]['num_steps']:,} steps, not told the horizon; ok when finite and"
+        f" the last 10% is no higher than near step {at.rsplit('_', 1)[1]}.",
+        "",
+        "| task | optimizer | last 10% | near that step | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        verdict = "ok" if r["ok"] else ("not finite" if not r["finite"] else "worse")
+        lines.append(
+            f"| {r['task']} | `{r['optimizer']}` | {r['last10_mean']:.4g} | {r[at]:.4g} |"
+            f" {verdict} |"
+        )
+    return ["", *lines]
+
+
+def suite_section() -> list[str]:
+    """The evaluation suites whose JSON is in plots/ (`l2l-opt evaluate --out plots/...`)."""
+    parts = []
+    for name in sorted(
+        f for f in os.listdir(PLOTS) if f.startswith("suite_") and f.endswith(".json")
+    ):
+        results = load(name)
+        parts += [
+            f"### Suite `{results['suite']}` (`plots/{name}`)",
+            "",
+            f"{results['num_test']} test instances per cell (seed {results['seed']}), baselines"
+            f" tuned on {results['num_val']} validation instances per cell. Command:"
+            f" `{results.get('command', 'l2l-opt evaluate --suite ' + results['suite'])}`.",
+            "",
+            suite_summary(results),
+            "",
+            suite_cells(results),
+            *suite_do_no_harm(results),
+            "",
+        ]
+    return parts
+
+
 def readme_table() -> str:
     """The README's short table: the shipped default, on and off its training task."""
     return table(shipped_rows())
@@ -160,6 +236,7 @@ def doc() -> str:
         "losses were recorded (their baselines were tuned on the final loss): the ratio is",
         "that of the mean curves' last 10%.",
         "",
+        *(["## Evaluation suites", "", *suite_section()] if suite_section() else []),
         "## The shipped default, `learned_opt()`",
         "",
         "Meta-trained on the MNIST MLP 784-20-10 (sigmoid) for 100-step horizons; the other",

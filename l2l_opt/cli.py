@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 import types
@@ -313,10 +314,23 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
 
 
 def evaluate_suite(
-    suite_name: str, weights: list[str], out: str, *, num_test: int, num_val: int, seed: int
+    suite_name: str,
+    weights: list[str],
+    out: str,
+    *,
+    num_test: int,
+    num_val: int,
+    seed: int,
+    do_no_harm: int = 0,
+    command: str | None = None,
+    reuse_baselines: str | None = None,
 ) -> dict[str, Any]:
     """``l2l-opt evaluate --suite NAME``: runs `l2l_opt.suite.run` and writes
-    ``out/suite.json``, ``out/suite.txt`` (the table) and ``out/suite.png``."""
+    ``out/suite.json``, ``out/suite.txt`` (the table) and ``out/suite.png``. With
+    `do_no_harm` > 0 steps, also `l2l_opt.suite.do_no_harm_all` on every task (checked
+    against step ``min(1000, do_no_harm // 10)``), in the JSON and the table."""
+    if do_no_harm < 0 or do_no_harm == 1:
+        raise UsageError(f"--do-no-harm {do_no_harm} is invalid: give 0 (skip) or >= 2 steps")
     tasks = suites.tasks(suite_name)
     learned = {}
     for w in weights or [None]:
@@ -326,12 +340,31 @@ def evaluate_suite(
         if getattr(arch, "progress_features", False):  # also told each cell's horizon
             told = label[:-1] + ", num_steps=T)"
             learned[told] = lambda steps, theta=theta, arch=arch: arch.opt(theta, num_steps=steps)
-    results = suite.run(tasks, learned, num_test=num_test, num_val=num_val, seed=seed)
+    reuse = None
+    if reuse_baselines:
+        try:
+            with open(reuse_baselines) as f:
+                reuse = json.load(f)
+            reuse["cells"]  # noqa: B018 (a suite result has cells)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError(
+                f"--reuse-baselines {reuse_baselines}: not a readable suite.json ({e})"
+            ) from None
+    results = suite.run(tasks, learned, num_test=num_test, num_val=num_val, seed=seed, reuse=reuse)
     shipped = f"shipped:{pretrained.DEFAULT}"
     results.update(suite=suite_name, weights=[w or shipped for w in weights or [None]])
+    if command:
+        results["command"] = command
+    untold = {k: v for k, v in learned.items() if not k.endswith("num_steps=T)")}
+    if do_no_harm:
+        results["do_no_harm"] = suite.do_no_harm_all(
+            tasks, untold, num_steps=do_no_harm, check_at=min(1000, do_no_harm // 10), seed=seed
+        )
     os.makedirs(out, exist_ok=True)
     compare.write_json(os.path.join(out, "suite.json"), results)
     tables = "\n\n".join(suite.format_table(results, name) for name in learned)
+    if do_no_harm:
+        tables += "\n\n" + suite.format_do_no_harm(results["do_no_harm"])
     checkpoint.atomic_write(os.path.join(out, "suite.txt"), lambda f: f.write(tables.encode()))
     print(tables)
     fig = plotting.suite_figure(results)
@@ -431,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=5)
     p.add_argument("--num-val", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reuse-baselines", default=None, metavar="SUITE_JSON",
+        help="take the baselines' and competitors' results from an earlier suite.json with "
+        "the same --num-test, --num-val and --seed (they do not depend on --weights)",
+    )  # fmt: skip
+    p.add_argument(
+        "--do-no-harm", type=int, default=0, metavar="STEPS",
+        help="also run every task this long (10000 in the issue's check) with each learned "
+        "optimizer, not told the horizon: finite, and the last 10%% no worse than near "
+        "step min(1000, STEPS/10); 0 (default): skip",
+    )  # fmt: skip
 
     p = sub.add_parser("plot", help="redraw a figure from a compare results.json")
     p.add_argument("--results", required=True)
@@ -484,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
                 num_test=args.num_test,
                 num_val=args.num_val,
                 seed=args.seed,
+                do_no_harm=args.do_no_harm,
+                reuse_baselines=args.reuse_baselines,
+                command=shlex.join(["l2l-opt", *(sys.argv[1:] if argv is None else argv)]),
             )
         elif args.command == "plot":
             plot(args.results, args.out)

@@ -28,6 +28,8 @@ HEAD_INITS = ("default", "zeros")
 PARTITIONS = ("none", "conv_fc")
 STATE_DTYPES = ("float32", "bfloat16")
 KERNELS = ("xla", "pallas")
+# Timescales (steps) of the clock inputs tanh(t / tau) (`LSTMOptConfig.time_features`).
+TIMESCALES = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 
 # One hk.LSTMState([H, N], [H, N]) per layer: coordinates last, so that each gate is a
 # contiguous [H, N] block (see `_lstm_columns`).
@@ -59,6 +61,13 @@ class LSTMOptConfig:
       progress_features: two more inputs per coordinate, ``(k, k t / T)`` at step t, with
         ``k = 1`` when the horizon T is given (``learned_opt(num_steps=T)``) and 0 when not,
         so that the optimizer can learn a schedule and still run without one.
+      time_features: inputs ``tanh(t / tau)`` at step t for each tau in `TIMESCALES`, a clock
+        that needs no horizon, so that the optimizer can learn to decay its steps without
+        being told when the run ends.
+      exp_mult: lambda > 0 adds a magnitude head a beside the direction head d (as in
+        learned_optimization's optimizers): the update is ``s (d + skip) exp(lambda a)``, so
+        that the network can scale its whole step, skip path included, by factors instead of
+        by additions. 0 (default): no magnitude head, the update is ``s (d + skip)``.
     """
 
     num_layers: int = 2
@@ -72,6 +81,8 @@ class LSTMOptConfig:
     head_init: str = "default"
     partition: str = "none"
     progress_features: bool = False
+    time_features: bool = False
+    exp_mult: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -98,11 +109,25 @@ class LSTMOptConfig:
             object.__setattr__(self, "skip_init", tuple(float(x) for x in self.skip_init))
         check_choice(self, "head_init", HEAD_INITS)
         check_choice(self, "partition", PARTITIONS)
-        check_bool(self, "progress_features")
+        check_bool(self, "progress_features", "time_features")
+        check(
+            isinstance(self.exp_mult, (int, float))
+            and not isinstance(self.exp_mult, bool)
+            and math.isfinite(self.exp_mult)
+            and self.exp_mult >= 0,
+            "LSTMOptConfig",
+            "exp_mult",
+            self.exp_mult,
+            "must be a finite number >= 0",
+        )
 
     def num_inputs(self) -> int:
-        """Inputs per coordinate: the gradient features, and the progress features if any."""
-        return preprocessing.NUM_FEATURES[self.preprocessing] + 2 * self.progress_features
+        """Inputs per coordinate: the gradient features, then the global ones (`num_global`)."""
+        return preprocessing.NUM_FEATURES[self.preprocessing] + self.num_global()
+
+    def num_global(self) -> int:
+        """Inputs shared by every coordinate: progress, then time features (`global_inputs`)."""
+        return 2 * self.progress_features + len(TIMESCALES) * self.time_features
 
     def groups(self) -> tuple[str, ...]:
         """Names of the separate LSTMs: ``()`` for one shared LSTM."""
@@ -168,6 +193,9 @@ def _forward(
         start = config.skip_init + (0.0,) * (config.num_inputs() - len(config.skip_init))
         skip_init = hk.initializers.Constant(jnp.asarray(start)[:, None])
         out_Nx1 = out_Nx1 + hk.Linear(1, with_bias=False, w_init=skip_init, name="skip")(feats_NxF)
+    if config.exp_mult:
+        magnitude_Nx1 = hk.Linear(1, w_init=head_init, name="magnitude")(x_NxH)
+        out_Nx1 = out_Nx1 * jnp.exp(config.exp_mult * magnitude_Nx1)
     return out_Nx1[:, 0] * config.output_scale, tuple(new_state)
 
 
@@ -244,6 +272,7 @@ class LSTMWeights(NamedTuple):
     head_w: jax.Array  # [H] (or [F] with no layers)
     head_b: jax.Array  # [1]
     skip_w: jax.Array | None  # [F], or None without a skip path
+    magnitude: tuple[jax.Array, jax.Array] | None = None  # (w [H], b [1]), or None
 
 
 def unpack(theta: hk.Params, config: LSTMOptConfig) -> LSTMWeights:
@@ -253,7 +282,10 @@ def unpack(theta: hk.Params, config: LSTMOptConfig) -> LSTMWeights:
         for i in range(config.num_layers)
     )
     skip = theta["skip"]["w"][:, 0] if config.skip_init is not None else None
-    return LSTMWeights(layers, theta["head"]["w"][:, 0], theta["head"]["b"], skip)
+    magnitude = None
+    if config.exp_mult:
+        magnitude = (theta["magnitude"]["w"][:, 0], theta["magnitude"]["b"])
+    return LSTMWeights(layers, theta["head"]["w"][:, 0], theta["head"]["b"], skip, magnitude)
 
 
 def _forward_columns(
@@ -269,6 +301,9 @@ def _forward_columns(
     out_N = weights.head_w @ x + weights.head_b[0]
     if weights.skip_w is not None:
         out_N = out_N + weights.skip_w @ feats_FxN
+    if weights.magnitude is not None:
+        mag_w, mag_b = weights.magnitude
+        out_N = out_N * jnp.exp(config.exp_mult * (mag_w @ x + mag_b[0]))
     return out_N * config.output_scale, tuple(new_state)
 
 
@@ -559,7 +594,7 @@ def scale_by_lstm(
         leaves, treedef = jax.tree.flatten(updates)
         leaf_states = [restore(s, layers_like) for s in treedef.flatten_up_to(state.lstm)]
         leaf_moments = [restore(m, moments_like) for m in treedef.flatten_up_to(state.moments)]
-        new_updates, new_states, new_moments = [], [], []
+        new_updates, new_states, new_moments, folded = [], [], [], {}
         for g, s, mv in zip(leaves, leaf_states, leaf_moments, strict=True):
             g_N = jnp.reshape(g, (-1,)).astype(compute_dtype(g.dtype))
             if use_moments:
@@ -568,13 +603,16 @@ def scale_by_lstm(
                 mv = (m, v)
             else:
                 feats = preprocessing.PREPROCESSORS[config.preprocessing](g_N, config.p)
-            if config.progress_features:
-                feats = jnp.concatenate([feats, progress(count, num_steps, feats)])
+            # Inputs shared by all coordinates go into the first layer's biases.
+            if feats.dtype not in folded:
+                g_G = global_inputs(count, num_steps, config, feats.dtype)
+                folded[feats.dtype] = fold_global(theta, config, g_G)
+            step_theta, step_config = folded[feats.dtype]
             # Stored state may be bfloat16; the step runs in the features' dtype.
-            if pallas and pallas.fits(g_N.size, feats.dtype, config):
-                u_N, new_s = pallas.apply(theta, feats, s, config, tiling)
+            if pallas and pallas.fits(g_N.size, feats.dtype, step_config):
+                u_N, new_s = pallas.apply(step_theta, feats, s, step_config, tiling)
             else:
-                u_N, new_s = apply_features(theta, feats, s, config, chunk)
+                u_N, new_s = apply_features(step_theta, feats, s, step_config, chunk)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
             new_moments.append(mv)
@@ -591,17 +629,58 @@ def scale_by_lstm(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def progress(count: jax.Array, num_steps: Any, like_FxN: jax.Array) -> jax.Array:
-    r"""The training-progress features ``[2, N]``: :math:`(k, k \min(t / T, 1))` with
-    :math:`k = [T > 0]`, t = `count` and T = `num_steps` (None: not given)."""
-    if num_steps is None:
-        values = jnp.zeros((2,), like_FxN.dtype)
-    else:
-        total = jnp.asarray(num_steps, like_FxN.dtype)
-        known = (total > 0).astype(like_FxN.dtype)
-        frac = jnp.minimum(count.astype(like_FxN.dtype) / jnp.maximum(total, 1), 1.0)
-        values = jnp.stack([known, known * frac])
-    return jnp.broadcast_to(values[:, None], (2, like_FxN.shape[-1]))
+def global_inputs(
+    count: jax.Array, num_steps: Any, config: LSTMOptConfig, dtype=jnp.float32
+) -> jax.Array:
+    r"""The inputs shared by every coordinate at step t = `count`, ``[config.num_global()]``:
+    progress :math:`(k, k \min(t / T, 1))` with :math:`k = [T > 0]` and T = `num_steps` (None:
+    not given), then the clock :math:`\tanh(t / \tau)` for each :math:`\tau` in `TIMESCALES`."""
+    t = count.astype(dtype)
+    parts = []
+    if config.progress_features:
+        if num_steps is None:
+            parts.append(jnp.zeros((2,), dtype))
+        else:
+            total = jnp.asarray(num_steps, dtype)
+            known = (total > 0).astype(dtype)
+            parts.append(jnp.stack([known, known * jnp.minimum(t / jnp.maximum(total, 1), 1.0)]))
+    if config.time_features:
+        parts.append(jnp.tanh(t / jnp.asarray(TIMESCALES, dtype)))
+    return jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
+
+
+def fold_global(
+    theta: hk.Params, config: LSTMOptConfig, g_G: jax.Array
+) -> tuple[hk.Params, LSTMOptConfig]:
+    r"""The same network for inputs ``[x; g]`` whose part `g_G` is shared by every coordinate,
+    as a network of x alone: ``W^T [x; g; h] + b = W_x^T x + W_h^T h + (b + W_g^T g)``, and
+    likewise for a skip path (into the head's bias) or a head that reads the inputs.
+
+    So the shared inputs cost nothing per coordinate. Returns ``(theta, config)`` with
+    `config`'s global inputs switched off; ``(theta, config)`` when it has none.
+    """
+    n_global = config.num_global()
+    if not n_global:
+        return theta, config
+    fc = preprocessing.NUM_FEATURES[config.preprocessing]
+    local = dataclasses.replace(config, progress_features=False, time_features=False)
+
+    def split(w):  # [F + rest, k] -> (rows of x and the rest, g's contribution [k])
+        g = g_G.astype(w.dtype)
+        return jnp.concatenate([w[:fc], w[fc + n_global :]]), g @ w[fc : fc + n_global]
+
+    theta = {module: dict(params) for module, params in theta.items()}
+    first = (
+        ["lstm_0/linear"] if config.num_layers else ["head"] + ["magnitude"] * bool(config.exp_mult)
+    )
+    for module in first:
+        w, extra = split(theta[module]["w"])
+        theta[module].update(w=w, b=theta[module]["b"] + extra)
+    if config.skip_init is not None:
+        w, extra = split(theta["skip"]["w"])
+        theta["skip"]["w"] = w
+        theta["head"]["b"] = theta["head"]["b"] + extra
+    return theta, local
 
 
 def partition_labels(params: optax.Params) -> optax.Params:

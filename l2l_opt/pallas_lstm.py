@@ -105,6 +105,8 @@ def check_config(config: LSTMOptConfig) -> None:
     """Raises ValueError if the kernel cannot run `config`'s network."""
     if config.num_layers == 0:
         raise ValueError("kernel='pallas' needs an LSTM: num_layers=0 has none to fuse")
+    if config.exp_mult:
+        raise ValueError("kernel='pallas' has no magnitude head: use exp_mult=0 or kernel='xla'")
     if config.hidden_size > MAX_HIDDEN:
         raise ValueError(
             f"kernel='pallas' runs hidden_size <= {MAX_HIDDEN}, not {config.hidden_size}"

@@ -83,6 +83,7 @@ def evaluate_cell(
     num_val: int = 3,
     seed: int = 0,
     grid: np.ndarray | None = None,
+    reuse: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One cell: every optimizer's mean loss over the last 10% of `steps`, per test instance.
 
@@ -96,17 +97,27 @@ def evaluate_cell(
       seed: seed of the instance streams.
       grid: learning rates tried first (default: 1e-4 to 1, 2 per decade, extended past an
         edge optimum).
+      reuse: a cell of an earlier run with the same problem, steps, instances and grid: its
+        baselines' and competitors' results are taken instead of run again (they do not
+        depend on the learned optimizers).
     """
     grid = evaluate.log_grid(per_decade=2) if grid is None else grid
     val_keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
     test_keys = evaluate.instance_keys(seed, evaluate.TEST_STREAM, num_test)
     out: dict[str, Any] = {"problem": problem.name, "steps": steps, "optimizers": {}}
+    kept = (reuse or {}).get("optimizers", {})
     for name, make in tuned_baselines(steps).items():
+        if name in kept:
+            out["optimizers"][name] = dict(kept[name])
+            continue
         tuned = evaluate.tune_learning_rate(problem, make, val_keys, steps, grid)
         tail = _tail_per_instance(problem, make(tuned.learning_rate), test_keys, steps)
         out["optimizers"][name] = {"learning_rate": tuned.learning_rate, "tail": tail.tolist()}
     candidates = {**{k: (lambda n, f=f: f()) for k, f in UNTUNED.items()}, **learned}
     for name, make in candidates.items():
+        if name in UNTUNED and name in kept:
+            out["optimizers"][name] = dict(kept[name])
+            continue
         tail = _tail_per_instance(problem, make(steps), test_keys, steps)
         out["optimizers"][name] = {"learning_rate": None, "tail": tail.tolist()}
     return out
@@ -143,16 +154,30 @@ def run(
     num_val: int = 3,
     seed: int = 0,
     progress: bool = True,
+    reuse: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every task at every horizon (see `evaluate_cell`), and the summary of each learned
     optimizer over the cells: wins against tuned Adam, median and largest ratio, wins
-    against each competitor, with the held-out cells on their own."""
+    against each competitor, with the held-out cells on their own.
+
+    `reuse`: an earlier result of `run` with the same `num_test`, `num_val` and `seed`
+    (else ValueError); its cells' baselines and competitors are taken, not run again."""
+    previous = {}
+    if reuse is not None:
+        for field, value in (("num_test", num_test), ("num_val", num_val), ("seed", seed)):
+            if reuse.get(field) != value:
+                raise ValueError(
+                    f"cannot reuse baselines run with {field}={reuse.get(field)!r}: this run "
+                    f"has {field}={value!r}"
+                )
+        previous = {(c["problem"], c["steps"]): c for c in reuse["cells"]}
     cells = []
     jobs = [(name, task, h) for name, task in tasks.items() for h in task.horizons]
     for name, task, steps in tqdm(jobs, desc="suite", unit="cell", disable=not progress):
         cell = evaluate_cell(
-            task.problem, learned, steps, num_test=num_test, num_val=num_val, seed=seed
-        )
+            task.problem, learned, steps, num_test=num_test, num_val=num_val, seed=seed,
+            reuse=previous.get((task.problem.name, steps)),
+        )  # fmt: skip
         cell.update(task=name, split=task.split, **summarize_cell(cell, list(learned)))
         cells.append(cell)
     return {
@@ -241,3 +266,49 @@ def do_no_harm(
         f"mean_near_step_{check_at}": at,
         "ok": finite and tail <= at,
     }
+
+
+def do_no_harm_all(
+    tasks: Mapping[str, Task],
+    learned: Mapping[str, Callable[[int], optax.GradientTransformation]],
+    *,
+    num_steps: int = 10_000,
+    check_at: int = 1_000,
+    num_instances: int = 3,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """`do_no_harm` for every task and learned optimizer (run without being told the
+    horizon: ``learned[name](0)``), one row each with ``task`` and ``optimizer`` added."""
+    if not 0 < check_at < num_steps:
+        raise ValueError(f"check_at={check_at} must lie in (0, num_steps={num_steps})")
+    jobs = [(t, n) for t in tasks for n in learned]
+    rows = []
+    for task, name in tqdm(jobs, desc="do no harm", unit="run", disable=not progress):
+        row = do_no_harm(
+            tasks[task].problem,
+            learned[name](0),
+            num_steps=num_steps,
+            check_at=check_at,
+            num_instances=num_instances,
+            seed=seed,
+        )
+        rows.append({"task": task, "optimizer": name, **row})
+    return rows
+
+
+def format_do_no_harm(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per run: finite, the last-10% mean against the loss near the check step."""
+    if not rows:
+        return ""
+    at_key = next(k for k in rows[0] if k.startswith("mean_near_step_"))
+    lines = [f"do no harm ({rows[0]['num_steps']} steps; ok: finite, and last 10% <= {at_key}):"]
+    for r in rows:
+        verdict = "ok" if r["ok"] else ("NOT FINITE" if not r["finite"] else "WORSE")
+        lines.append(
+            f"  {r['task']} | {r['optimizer']} | last 10% {r['last10_mean']:.4g} | "
+            f"near step {at_key.rsplit('_', 1)[1]} {r[at_key]:.4g} | {verdict}"
+        )
+    passed = sum(r["ok"] for r in rows)
+    lines.append(f"  passed {passed} of {len(rows)}")
+    return "\n".join(lines)

@@ -30,6 +30,14 @@ SUITES: dict[str, tuple[tuple[str, tuple[int, ...], str], ...]] = {
         ("quadratic", (10,), "train"),
         ("quadratic_illcond", (10,), "heldout"),
     ),
+    # For choosing checkpoints and variants: training families only, short and longer
+    # horizons; run it with a seed other than the reported one (``--seed 1``).
+    "validation": (
+        ("quadratic", (50, 500), "train"),
+        ("mnist_mlp_h20_d1_sigmoid", (50, 300), "train"),
+        ("logistic", (100, 1000), "train"),
+        ("rosenbrock", (300, 1000), "train"),
+    ),
     # A few minutes on 2 CPU cores: one task per kind, short horizons.
     "quick": (
         ("quadratic", (50, 200), "train"),

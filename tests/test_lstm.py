@@ -1,7 +1,10 @@
+import dataclasses
 import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
 import l2l_opt
@@ -68,6 +71,8 @@ def test_check_theta_rejects_other_shapes():
         ("p", float("nan")),
         ("output_scale", -0.1),
         ("output_scale", float("inf")),
+        ("exp_mult", -1.0),
+        ("exp_mult", float("nan")),
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -115,6 +120,74 @@ def test_progress_features_are_fed_only_when_the_horizon_is_given():
     assert jnp.array_equal(without, first_update(num_steps=0))
     with pytest.raises(ValueError, match="take no training-progress inputs"):
         l2l_opt.learned_opt(num_steps=100)
+
+
+def test_magnitude_head_starts_as_adam_and_scales_the_whole_step():
+    """With ``exp_mult`` the update is ``s (d + skip) exp(lambda a)``: zero heads give Adam
+    with learning rate s; a magnitude bias b multiplies every step by exp(lambda b)."""
+    config = dataclasses.replace(PROGRESS_NET, exp_mult=2.0)
+    theta = config.init(jax.random.key(0))
+    assert theta["magnitude"]["w"].shape == (4, 1)
+    params = {"w": jnp.linspace(-1.0, 1.0, 7)}
+    grads = [{"w": jnp.sin(3.0 * params["w"] + k)} for k in range(3)]
+
+    def run(tx):
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u["w"])
+        return jnp.stack(out)
+
+    adam = run(optax.adam(0.01))
+    np.testing.assert_allclose(run(l2l_opt.learned_opt(theta, config=config)), adam, rtol=1e-5)
+    theta["magnitude"]["b"] = jnp.array([0.5])
+    scaled = run(l2l_opt.learned_opt(theta, config=config))
+    np.testing.assert_allclose(scaled, adam * np.exp(2.0 * 0.5), rtol=1e-5)
+    with pytest.raises(ValueError, match="no magnitude head"):
+        l2l_opt.learned_opt(theta, config=config, kernel="pallas")
+
+
+@pytest.mark.parametrize("num_layers", [0, 1, 2])
+def test_shared_inputs_folded_into_biases_give_the_same_network(num_layers):
+    """`fold_global`: the progress and clock inputs, the same for every coordinate, enter
+    as biases; the result equals the network run on them broadcast to every coordinate."""
+    config = LSTMOptConfig(
+        num_layers=num_layers, hidden_size=3, preprocessing="adam", skip_init=(0.0, -1.0),
+        progress_features=True, time_features=True, exp_mult=0.5,
+    )  # fmt: skip
+    assert config.num_global() == 2 + len(lstm.TIMESCALES)
+    k1, k2, k3 = jax.random.split(jax.random.key(num_layers), 3)
+    theta = jax.tree.map(lambda t: t + 0.3 * jax.random.normal(k1, t.shape), config.init(k1))
+    g_G = lstm.global_inputs(jnp.asarray(37), 100, config)
+    np.testing.assert_allclose(g_G[:2], [1.0, 0.37], rtol=1e-6)
+    np.testing.assert_allclose(g_G[2:], np.tanh(37 / np.array(lstm.TIMESCALES)), rtol=1e-6)
+    n = 11
+    x = jax.random.normal(k2, (2, n))
+    state = jax.tree.map(lambda z: jax.random.normal(k3, z.shape), lstm.initial_state(config, n))
+    full = jnp.concatenate([x, jnp.broadcast_to(g_G[:, None], (g_G.size, n))])
+    want = lstm.apply_reference(theta, full, state, config)
+    folded_theta, local = lstm.fold_global(theta, config, g_G)
+    assert local.num_inputs() == 2
+    got = lstm.apply_features(folded_theta, x, state, local)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clock_inputs_need_no_horizon():
+    # No LSTM layer and a constant gradient (so constant Adam features): only the clock moves.
+    config = dataclasses.replace(
+        PROGRESS_NET, num_layers=0, progress_features=False, time_features=True
+    )
+    theta = jax.tree.map(lambda t: t + 0.1, config.init(jax.random.key(0)))
+    tx = l2l_opt.learned_opt(theta, config=config)
+    params, g = {"w": jnp.ones(3)}, {"w": jnp.full(3, 0.3)}
+    state = tx.init(params)
+    first, state = tx.update(g, state, params)
+    for _ in range(50):
+        later, state = tx.update(g, state, params)
+    assert not jnp.allclose(first["w"], later["w"], rtol=1e-3)  # same gradient, later step
+    with pytest.raises(ValueError, match="take no training-progress inputs"):
+        l2l_opt.learned_opt(theta, config=config, num_steps=10)
 
 
 def test_progress_features_in_meta_training_with_half_the_tasks_told():

@@ -202,6 +202,10 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
         LSTMOptConfig(),
         LSTMOptConfig(num_layers=3, hidden_size=7, preprocessing="identity"),
         LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros"),
+        LSTMOptConfig(
+            num_layers=1, hidden_size=4, preprocessing="adam", skip_init=(0.0, -1.0), exp_mult=1.0
+        ),
+        LSTMOptConfig(hidden_size=3, preprocessing="adam", exp_mult=0.5),
     ],
 )
 def test_coordinates_last_network_equals_the_haiku_lstm(config):

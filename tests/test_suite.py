@@ -27,6 +27,9 @@ def test_suites_have_the_kinds_and_the_split_the_issue_asks_for():
         assert name not in heldout
     for p, _, _ in default:
         problems.get(p)  # every task is registered
+    # Choosing checkpoints and variants never looks at a held-out task.
+    validation = suites.SUITES["validation"]
+    assert all(split == "train" and p not in heldout for p, _, split in validation)
 
 
 def test_ill_conditioned_quadratic_has_the_stated_condition_number():
@@ -64,6 +67,21 @@ def test_a_small_suite_runs_and_summarises():
     fig = plotting.suite_figure({**results, "suite": "test"})
     assert len(fig.axes) == 1
 
+    # Another learned optimizer against the same baselines: they are taken, not re-run
+    # (marked here so that a re-run would show), and the new optimizer is scored on them.
+    for cell in results["cells"]:
+        cell["optimizers"]["adam"]["tail"] = [1.0, 1.0, 1.0]
+    other = {"sgd": lambda steps: optax.sgd(0.01)}
+    again = suite.run(tasks, other, num_test=3, num_val=2, progress=False, reuse=results)
+    for old, new in zip(results["cells"], again["cells"], strict=True):
+        assert new["optimizers"]["adam"] == old["optimizers"]["adam"]
+        assert new["optimizers"]["prodigy"] == old["optimizers"]["prodigy"]
+        assert "learned_opt()" not in new["optimizers"]
+        want = np.mean(new["optimizers"]["sgd"]["tail"])
+        assert new["ratios"]["sgd"]["adam"]["ratio"] == pytest.approx(want)
+    with pytest.raises(ValueError, match="cannot reuse baselines run with num_test=3"):
+        suite.run(tasks, other, num_test=4, num_val=2, progress=False, reuse=results)
+
 
 def test_do_no_harm_check():
     problem = problems.get("quadratic")
@@ -73,13 +91,26 @@ def test_do_no_harm_check():
     worse = optax.sgd(lambda t: 1e-3 * jnp.exp(t / 50.0))
     bad = suite.do_no_harm(problem, worse, num_steps=400, check_at=100)
     assert not bad["ok"]
+    tasks = {"quadratic": suite.Task(problem, (10,), "train")}
+    learned = {"adam": lambda steps: optax.adam(0.1), "growing": lambda steps: worse}
+    rows = suite.do_no_harm_all(tasks, learned, num_steps=400, check_at=100, progress=False)
+    assert [(r["optimizer"], r["ok"]) for r in rows] == [("adam", True), ("growing", False)]
+    table = suite.format_do_no_harm(rows)
+    assert "| NOT FINITE" in table and "passed 1 of 2" in table
+    with pytest.raises(ValueError, match="check_at=400"):
+        suite.do_no_harm_all(tasks, learned, num_steps=400, check_at=400)
 
 
 def test_evaluate_writes_the_suite_json_table_and_figure(tmp_path):
     proc = l2l("evaluate", "--suite", "smoke", "--num-test", "2", "--num-val", "2",
-               "--out", str(tmp_path))  # fmt: skip
+               "--do-no-harm", "50", "--out", str(tmp_path))  # fmt: skip
     results = json.loads((tmp_path / "suite.json").read_text())
     assert results["suite"] == "smoke" and len(results["cells"]) == 2
+    # One do-no-harm row per task for the untold optimizer, checked at step 50 // 10.
+    rows = results["do_no_harm"]
+    assert [r["task"] for r in rows] == ["quadratic", "quadratic_illcond"]
+    assert all(r["num_steps"] == 50 and "mean_near_step_5" in r for r in rows)
+    assert "do no harm (50 steps" in proc.stdout and "passed" in proc.stdout
     assert "heldout: 1 cells" in proc.stdout and "beats tuned Adam on" in proc.stdout
     assert (tmp_path / "suite.txt").read_text().startswith("task")
     assert (tmp_path / "suite.png").read_bytes()[:4] == b"\x89PNG"
