@@ -30,6 +30,8 @@ STATE_DTYPES = ("float32", "bfloat16")
 KERNELS = ("xla", "pallas")
 # Timescales (steps) of the clock inputs tanh(t / tau) (`LSTMOptConfig.time_features`).
 TIMESCALES = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+# Bound of the magnitude exponent with `LSTMOptConfig.magnitude_cell`: steps within e^(+-6).
+MAX_LOG_MAGNITUDE = 6.0
 
 # One hk.LSTMState([H, N], [H, N]) per layer: coordinates last, so that each gate is a
 # contiguous [H, N] block (see `_lstm_columns`).
@@ -68,6 +70,10 @@ class LSTMOptConfig:
         learned_optimization's optimizers): the update is ``s (d + skip) exp(lambda a)``, so
         that the network can scale its whole step, skip path included, by factors instead of
         by additions. 0 (default): no magnitude head, the update is ``s (d + skip)``.
+      magnitude_cell: the magnitude head also reads the last LSTM layer's cell state c,
+        which can sum its inputs over many steps (where h = o tanh(c) is bounded), so the
+        step can grow or shrink by large factors over a run, as in Rprop; the exponent is
+        then soft-clipped, ``M tanh(lambda a / M)`` with M = `MAX_LOG_MAGNITUDE`.
     """
 
     num_layers: int = 2
@@ -83,6 +89,7 @@ class LSTMOptConfig:
     progress_features: bool = False
     time_features: bool = False
     exp_mult: float = 0.0
+    magnitude_cell: bool = False
 
     name: ClassVar[str] = "lstm"
 
@@ -120,6 +127,15 @@ class LSTMOptConfig:
             self.exp_mult,
             "must be a finite number >= 0",
         )
+        check_bool(self, "magnitude_cell")
+        if self.magnitude_cell:
+            check(
+                bool(self.exp_mult) and self.num_layers > 0,
+                "LSTMOptConfig",
+                "magnitude_cell",
+                self.magnitude_cell,
+                "needs a magnitude head (exp_mult > 0) and an LSTM layer (num_layers > 0)",
+            )
 
     def num_inputs(self) -> int:
         """Inputs per coordinate: the gradient features, then the global ones (`num_global`)."""
@@ -194,9 +210,18 @@ def _forward(
         skip_init = hk.initializers.Constant(jnp.asarray(start)[:, None])
         out_Nx1 = out_Nx1 + hk.Linear(1, with_bias=False, w_init=skip_init, name="skip")(feats_NxF)
     if config.exp_mult:
-        magnitude_Nx1 = hk.Linear(1, w_init=head_init, name="magnitude")(x_NxH)
-        out_Nx1 = out_Nx1 * jnp.exp(config.exp_mult * magnitude_Nx1)
+        read = jnp.concatenate([x_NxH, new_state[-1].cell], -1) if config.magnitude_cell else x_NxH
+        magnitude_Nx1 = hk.Linear(1, w_init=head_init, name="magnitude")(read)
+        out_Nx1 = out_Nx1 * jnp.exp(log_magnitude(config, magnitude_Nx1))
     return out_Nx1[:, 0] * config.output_scale, tuple(new_state)
+
+
+def log_magnitude(config: LSTMOptConfig, a: jax.Array) -> jax.Array:
+    r"""The step's log-factor from the magnitude head's output a: :math:`\lambda a`, or
+    :math:`M \tanh(\lambda a / M)` with `magnitude_cell`."""
+    if config.magnitude_cell:
+        return MAX_LOG_MAGNITUDE * jnp.tanh(config.exp_mult * a / MAX_LOG_MAGNITUDE)
+    return config.exp_mult * a
 
 
 @functools.cache
@@ -272,7 +297,7 @@ class LSTMWeights(NamedTuple):
     head_w: jax.Array  # [H] (or [F] with no layers)
     head_b: jax.Array  # [1]
     skip_w: jax.Array | None  # [F], or None without a skip path
-    magnitude: tuple[jax.Array, jax.Array] | None = None  # (w [H], b [1]), or None
+    magnitude: tuple[jax.Array, jax.Array] | None = None  # (w [H] or [2H], b [1]), or None
 
 
 def unpack(theta: hk.Params, config: LSTMOptConfig) -> LSTMWeights:
@@ -303,7 +328,8 @@ def _forward_columns(
         out_N = out_N + weights.skip_w @ feats_FxN
     if weights.magnitude is not None:
         mag_w, mag_b = weights.magnitude
-        out_N = out_N * jnp.exp(config.exp_mult * (mag_w @ x + mag_b[0]))
+        read = jnp.concatenate([x, new_state[-1].cell]) if config.magnitude_cell else x
+        out_N = out_N * jnp.exp(log_magnitude(config, mag_w @ read + mag_b[0]))
     return out_N * config.output_scale, tuple(new_state)
 
 

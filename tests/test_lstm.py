@@ -73,6 +73,7 @@ def test_check_theta_rejects_other_shapes():
         ("output_scale", float("inf")),
         ("exp_mult", -1.0),
         ("exp_mult", float("nan")),
+        ("magnitude_cell", True),  # without a magnitude head
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -145,6 +146,31 @@ def test_magnitude_head_starts_as_adam_and_scales_the_whole_step():
     np.testing.assert_allclose(scaled, adam * np.exp(2.0 * 0.5), rtol=1e-5)
     with pytest.raises(ValueError, match="no magnitude head"):
         l2l_opt.learned_opt(theta, config=config, kernel="pallas")
+
+
+def test_magnitude_from_the_cell_state_grows_the_step_within_its_bound():
+    """With `magnitude_cell`, a cell that sums a constant input raises the step's log-factor
+    step after step, up to MAX_LOG_MAGNITUDE."""
+    config = dataclasses.replace(PROGRESS_NET, exp_mult=1.0, magnitude_cell=True)
+    theta = config.init(jax.random.key(0))
+    assert theta["magnitude"]["w"].shape == (8, 1)  # [h; c]
+    # Unit 0: input gate and forget gate open, candidate tanh(3) ~ 1; its cell counts steps.
+    w = jnp.zeros_like(theta["lstm_0/linear"]["w"])
+    b = jnp.zeros(16).at[0].set(10.0).at[4].set(3.0).at[8].set(10.0)
+    theta["lstm_0/linear"] = {"w": w, "b": b}
+    theta["magnitude"]["w"] = jnp.zeros((8, 1)).at[4, 0].set(1.0)  # reads c_0
+    tx = l2l_opt.learned_opt(theta, config=config)
+    params = {"w": jnp.ones(2)}
+    g = {"w": jnp.array([0.5, -0.5])}
+    state, steps = tx.init(params), []
+    for _ in range(40):
+        u, state = tx.update(g, state, params)
+        steps.append(float(jnp.abs(u["w"][0])))
+    ratios = np.array(steps) / 0.01  # Adam's step with a constant gradient is lr = 0.01
+    bound = lstm.MAX_LOG_MAGNITUDE
+    want = np.exp(bound * np.tanh(3 * np.tanh(3.0) / bound))  # c = 3 tanh(3) at step 3
+    assert np.all(np.diff(ratios) > 0) and ratios[2] == pytest.approx(want, rel=0.02)
+    assert ratios[-1] == pytest.approx(np.exp(lstm.MAX_LOG_MAGNITUDE), rel=0.02)
 
 
 @pytest.mark.parametrize("num_layers", [0, 1, 2])

@@ -116,3 +116,11 @@ def test_evaluate_writes_the_suite_json_table_and_figure(tmp_path):
     assert (tmp_path / "suite.png").read_bytes()[:4] == b"\x89PNG"
     bad = l2l("evaluate", "--suite", "nosuch", "--out", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "unknown suite 'nosuch'" in bad.stderr
+
+
+def test_the_default_does_no_harm_far_past_its_training_horizons():
+    """Issue 15's check, on a small task: 10,000 steps of `learned_opt()` stay finite, and
+    the loss over the last 10% is no higher than near step 1,000. (The suite reports the
+    same check on every task: `l2l-opt evaluate --do-no-harm 10000`.)"""
+    result = suite.do_no_harm(problems.get("quadratic"), l2l_opt.learned_opt(), num_steps=10_000)
+    assert result["finite"] and result["ok"], result
