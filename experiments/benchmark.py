@@ -232,14 +232,6 @@ def ours_meta_step(
     }
 
 
-# The shape of a default that costs at most about 3x Adam (issue 15): one layer of 4 units
-# over Adam-normalised features, with a skip path, a magnitude head, and training-progress
-# and clock inputs (folded into biases: free per coordinate).
-SMALL_LSTM = l2l_opt.LSTMOptConfig(
-    num_layers=1, hidden_size=4, preprocessing="adam", skip_init=(0.0, -1.0),
-    head_init="zeros", progress_features=True, time_features=True, exp_mult=1.0,
-)  # fmt: skip
-
 # (label, hidden sizes, batch): full training steps of MLPs on MNIST-shaped data.
 TRAIN_STEP_MODELS = [
     ("mlp 784-20-10", (20,), 128),
@@ -419,14 +411,10 @@ def main() -> None:
     ]
     for label, hidden, batch in TRAIN_STEP_MODELS if args.only in (None, "train_step") else []:
         adam, num, adam_bytes = train_step_seconds(hidden, batch, optax.adam(1e-3))
-        small = SMALL_LSTM.init(jax.random.PRNGKey(0))
         for name, tx in (
-            ("learned_opt()", l2l_opt.learned_opt()),
+            ("learned_opt()", l2l_opt.learned_opt()),  # the shipped default, 2 x 20 LSTM
             ("learned_opt(state_dtype='bfloat16')", l2l_opt.learned_opt(state_dtype="bfloat16")),
-            (
-                "1x4 LSTM, adam features, progress, clock, magnitude",
-                l2l_opt.learned_opt(small, config=SMALL_LSTM),
-            ),
+            ("learned_opt('mixture')", l2l_opt.learned_opt("mixture")),  # a 1 x 4 LSTM
         ):
             ours, _, ours_bytes = train_step_seconds(hidden, batch, tx)
             release_memory()

@@ -189,6 +189,14 @@ def suite_do_no_harm(results: dict) -> list[str]:
     return ["", *lines]
 
 
+REUSE_NOTE = (
+    "`--reuse-baselines` only skips re-running the baselines and competitors, which do not"
+    " depend on `--weights`; they came from `l2l-opt evaluate --suite default --weights mnist"
+    " --out runs/suite_full_base` (about 50 minutes on 2 CPU cores). Without the flag the"
+    " command runs them itself."
+)
+
+
 def suite_section() -> list[str]:
     """The evaluation suites whose JSON is in plots/ (`l2l-opt evaluate --out plots/...`)."""
     parts = []
@@ -203,6 +211,7 @@ def suite_section() -> list[str]:
             f" tuned on {results['num_val']} validation instances per cell. Command:"
             f" `{results.get('command', 'l2l-opt evaluate --suite ' + results['suite'])}`.",
             "",
+            *([REUSE_NOTE, ""] if "--reuse-baselines" in results.get("command", "") else []),
             suite_summary(results),
             "",
             suite_cells(results),
@@ -213,8 +222,12 @@ def suite_section() -> list[str]:
 
 
 def readme_table() -> str:
-    """The README's short table: the shipped default, on and off its training task."""
-    return table(shipped_rows())
+    """The README's short table: the shipped weights on the default evaluation suite (all
+    cells and held-out cells), or, without that suite's JSON, the MNIST rows."""
+    results = load("suite_default.json")
+    if results is None:
+        return table(shipped_rows())
+    return suite_summary(results) + f"\n\nCommand: `{results.get('command', '')}`."
 
 
 def doc() -> str:
@@ -237,7 +250,7 @@ def doc() -> str:
         "that of the mean curves' last 10%.",
         "",
         *(["## Evaluation suites", "", *suite_section()] if suite_section() else []),
-        "## The shipped default, `learned_opt()`",
+        '## The shipped default, `learned_opt()` = `learned_opt("mnist")`',
         "",
         "Meta-trained on the MNIST MLP 784-20-10 (sigmoid) for 100-step horizons; the other",
         "rows are problems and horizons it was not trained on.",

@@ -327,7 +327,8 @@ def evaluate_suite(
 ) -> dict[str, Any]:
     """``l2l-opt evaluate --suite NAME``: runs `l2l_opt.suite.run` and writes
     ``out/suite.json``, ``out/suite.txt`` (the table) and ``out/suite.png``. With
-    `do_no_harm` > 0 steps, also `l2l_opt.suite.do_no_harm_all` on every task (checked
+    `do_no_harm` > 0 steps, also `l2l_opt.suite.do_no_harm_all` for the first weights on
+    every task (checked
     against step ``min(1000, do_no_harm // 10)``), in the JSON and the table."""
     if do_no_harm < 0 or do_no_harm == 1:
         raise UsageError(f"--do-no-harm {do_no_harm} is invalid: give 0 (skip) or >= 2 steps")
@@ -338,7 +339,7 @@ def evaluate_suite(
         label = "learned_opt()" if w is None else f"learned_opt({w!r})"
         learned[label] = lambda steps, theta=theta, arch=arch: arch.opt(theta)
         if getattr(arch, "progress_features", False):  # also told each cell's horizon
-            told = label[:-1] + ", num_steps=T)"
+            told = label[:-1] + (", " if w is not None else "") + "num_steps=T)"
             learned[told] = lambda steps, theta=theta, arch=arch: arch.opt(theta, num_steps=steps)
     reuse = None
     if reuse_baselines:
@@ -355,10 +356,14 @@ def evaluate_suite(
     results.update(suite=suite_name, weights=[w or shipped for w in weights or [None]])
     if command:
         results["command"] = command
-    untold = {k: v for k, v in learned.items() if not k.endswith("num_steps=T)")}
+    first = next(iter(learned))  # the first --weights, not told the horizon
     if do_no_harm:
         results["do_no_harm"] = suite.do_no_harm_all(
-            tasks, untold, num_steps=do_no_harm, check_at=min(1000, do_no_harm // 10), seed=seed
+            tasks,
+            {first: learned[first]},
+            num_steps=do_no_harm,
+            check_at=min(1000, do_no_harm // 10),
+            seed=seed,
         )
     os.makedirs(out, exist_ok=True)
     compare.write_json(os.path.join(out, "suite.json"), results)
@@ -471,8 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--do-no-harm", type=int, default=0, metavar="STEPS",
-        help="also run every task this long (10000 in the issue's check) with each learned "
-        "optimizer, not told the horizon: finite, and the last 10%% no worse than near "
+        help="also run every task this long (10000 in the issue's check) with the first "
+        "--weights, not told the horizon: finite, and the last 10%% no worse than near "
         "step min(1000, STEPS/10); 0 (default): skip",
     )  # fmt: skip
 

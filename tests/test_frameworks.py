@@ -109,4 +109,5 @@ def test_optax_multi_transform_on_some_parameters_only():
     assert jax.tree.structure(updates) == jax.tree.structure(params)
     lstm_state = state.inner_states["learned"].inner_state[0].lstm
     assert isinstance(lstm_state["embed"], optax.MaskedNode)  # no LSTM state for Adam's leaf
-    assert lstm_state["head"][0].hidden.shape == (20, 4)
+    hidden = l2l_opt.pretrained.load(l2l_opt.pretrained.DEFAULT)[1].hidden_size
+    assert lstm_state["head"][0].hidden.shape == (hidden, 4)

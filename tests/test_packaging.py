@@ -18,6 +18,7 @@ def test_wheel_holds_the_package_data_and_licences_and_no_top_level_problems(tmp
     (wheel,) = tmp_path.glob("l2l_opt-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for want in (
+        "l2l_opt/pretrained/mixture.npz",
         "l2l_opt/pretrained/mnist.npz",
         "l2l_opt/pretrained/quadratic.npz",
         "l2l_opt/pretrained/README.md",

@@ -136,7 +136,7 @@ def test_learned_opt_with_the_kernel_follows_the_xla_path():
     """Five jitted steps of `learned_opt(kernel="pallas")` against the default, on a model
     with a large leaf (kernel), a small one (XLA path), and a bfloat16 one (float32
     features: kernel). Tolerance: 1e-5 absolute on the parameters."""
-    theta, config = l2l_opt.pretrained.load(l2l_opt.pretrained.DEFAULT)
+    theta, config = l2l_opt.pretrained.load("mnist")  # a 2 x 20 LSTM
     key_w, key_h = jax.random.split(jax.random.PRNGKey(0))
     params = {
         "w": jax.random.normal(key_w, (20, 30)),

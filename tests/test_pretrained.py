@@ -7,6 +7,7 @@ import pytest
 
 import l2l_opt
 from l2l_opt import pretrained
+from l2l_opt.problems import suites
 
 
 def test_shipped_files_match_their_sha256():
@@ -27,9 +28,25 @@ def test_default_weights_load_and_take_a_step():
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
 
 
+def test_the_mixture_weights_are_the_cheap_shape_trained_on_training_families_only():
+    _, config = pretrained.load("mixture")
+    # Issue 15's cheap shape: one layer of 4 units, Adam features, progress inputs.
+    assert config.preprocessing == "adam" and config.num_layers == 1 and config.hidden_size == 4
+    assert config.progress_features and config.exp_mult > 0
+    info = l2l_opt.checkpoint.read_weights_info(pretrained.path("mixture"))
+    assert info["config"]["estimator"] == "pes" and info["outer_steps"] > 0
+    # Meta-trained on the suite's training families only, never on a held-out task.
+    trained_on = {member.split("=")[0] for member in info["problem"].split(",")}
+    assert trained_on <= set(suites.training_problems())
+    tx = l2l_opt.learned_opt("mixture", num_steps=100)
+    params = {"x": jnp.ones(4)}
+    updates, _ = tx.update({"x": jnp.ones(4)}, tx.init(params))
+    assert bool(jnp.all(updates["x"] < 0))
+
+
 def test_shipped_name_and_unknown_name():
     l2l_opt.learned_opt("quadratic")
-    with pytest.raises(ValueError, match="no shipped weights named 'nope'; shipped: mnist"):
+    with pytest.raises(ValueError, match="no shipped weights named 'nope'; shipped: mixture, mn"):
         pretrained.path("nope")
 
 
@@ -37,7 +54,7 @@ def test_shipped_name_and_unknown_name():
     "name,message",
     [
         ("quadratc", "no shipped weights named 'quadratc'; did you mean 'quadratic'? shipped:"),
-        ("nosuch", "no shipped weights named 'nosuch'; shipped: mnist, quadratic; nor is it a"),
+        ("nosuch", "named 'nosuch'; shipped: mixture, mnist, quadratic; nor is it a"),
     ],
 )
 def test_unknown_names_list_the_shipped_ones_and_the_closest(name, message):
