@@ -15,7 +15,7 @@ DEFAULT = "mnist"
 SHA256 = {
     "mixture": "8a01181a1b7eecc7545714d1a7d8096cc9a4b19e5524f89dcba5a2c5b0e4e2c6",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "cfe86bb8237922938bd469867aae381c01c767edcf71f6c1cf62dc366863aca1",
+    "quadratic": "889a7d0973e4a54dd1053845f7c30e7523a7ed9d92efa936c35d7a93c32c1e7e",
 }
 
 
