@@ -134,10 +134,10 @@ def suite_figure(results: Mapping[str, Any]) -> Figure:
     ax.set_xticks(
         range(len(cells)), [f"{c['task']} @{c['steps']}" for c in cells], rotation=70, fontsize=7
     )
-    ax.set_ylabel(f"{name} / tuned Adam, mean loss over the last 10% (95% CI)")
+    ax.set_ylabel("ratio to tuned Adam (95% CI)")
     ax.set_title(
-        f"suite {results.get('suite', '')}: {name} against tuned Adam\n"
-        "blue: training tasks, red: held-out tasks; below 1 is better",
+        f"suite {results.get('suite', '')}: {name} against tuned Adam, mean training loss over"
+        " the last 10% of steps\nblue: training tasks, red: held-out tasks; below 1 is better",
         fontsize=10,
     )
     ax.grid(True, which="both", alpha=0.3)
