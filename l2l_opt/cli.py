@@ -328,10 +328,10 @@ def evaluate_suite(
     """``l2l-opt evaluate --suite NAME``: runs `l2l_opt.suite.run` and writes
     ``out/suite.json``, ``out/suite.txt`` (the table) and ``out/suite.png``. With
     `do_no_harm` > 0 steps, also `l2l_opt.suite.do_no_harm_all` for the first weights on
-    every task (checked
-    against step ``min(1000, do_no_harm // 10)``), in the JSON and the table."""
-    if do_no_harm < 0 or do_no_harm == 1:
-        raise UsageError(f"--do-no-harm {do_no_harm} is invalid: give 0 (skip) or >= 2 steps")
+    every task (checked against step ``min(1000, do_no_harm // 10)``), in the JSON and the
+    table."""
+    if do_no_harm < 0 or 0 < do_no_harm < 10:
+        raise UsageError(f"--do-no-harm {do_no_harm} is invalid: give 0 (skip) or >= 10 steps")
     tasks = suites.tasks(suite_name)
     learned = {}
     for w in weights or [None]:

@@ -116,6 +116,9 @@ def test_evaluate_writes_the_suite_json_table_and_figure(tmp_path):
     assert (tmp_path / "suite.png").read_bytes()[:4] == b"\x89PNG"
     bad = l2l("evaluate", "--suite", "nosuch", "--out", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "unknown suite 'nosuch'" in bad.stderr
+    bad = l2l("evaluate", "--suite", "smoke", "--do-no-harm", "5", "--out", str(tmp_path / "y"),
+              check=False)  # fmt: skip
+    assert bad.returncode == 2 and "--do-no-harm 5 is invalid" in bad.stderr
 
 
 def test_the_default_does_no_harm_far_past_its_training_horizons():
