@@ -232,6 +232,7 @@ def readme_table() -> str:
 
 def doc() -> str:
     figures = sorted(f for f in os.listdir(PLOTS) if f.endswith(".png"))
+    suites = suite_section()
     parts = [
         "# Results",
         "",
@@ -249,7 +250,7 @@ def doc() -> str:
         "losses were recorded (their baselines were tuned on the final loss): the ratio is",
         "that of the mean curves' last 10%.",
         "",
-        *(["## Evaluation suites", "", *suite_section()] if suite_section() else []),
+        *(["## Evaluation suites", "", *suites] if suites else []),
         '## The shipped default, `learned_opt()` = `learned_opt("mnist")`',
         "",
         "Meta-trained on the MNIST MLP 784-20-10 (sigmoid) for 100-step horizons; the other",

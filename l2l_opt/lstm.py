@@ -581,8 +581,9 @@ def scale_by_lstm(
         )
     if config.groups():
         inner = config.unpartitioned()
-        options = dict(kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling)
-        options["num_steps"] = num_steps
+        options = dict(
+            kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling, num_steps=num_steps
+        )
         return optax.multi_transform(
             {g: scale_by_lstm(theta[g], inner, **options) for g in config.groups()},
             partition_labels,
