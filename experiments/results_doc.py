@@ -172,10 +172,9 @@ def suite_do_no_harm(results: dict) -> list[str]:
     rows = results.get("do_no_harm")
     if not rows:
         return []
-    at = next(k for k in rows[0] if k.startswith("mean_near_step_"))
     lines = [
         f"Do no harm: {rows[0]['num_steps']:,} steps, not told the horizon; ok when finite and"
-        f" the last 10% is no higher than near step {at.rsplit('_', 1)[1]}.",
+        f" the last 10% is no higher than near step {rows[0]['check_at']:,}.",
         "",
         "| task | optimizer | last 10% | near that step | verdict |",
         "|---|---|---|---|---|",
@@ -183,7 +182,7 @@ def suite_do_no_harm(results: dict) -> list[str]:
     for r in rows:
         verdict = "ok" if r["ok"] else ("not finite" if not r["finite"] else "worse")
         lines.append(
-            f"| {r['task']} | `{r['optimizer']}` | {r['last10_mean']:.4g} | {r[at]:.4g} |"
+            f"| {r['task']} | `{r['optimizer']}` | {r['last10_mean']:.4g} | {r['near_check']:.4g} |"
             f" {verdict} |"
         )
     return ["", *lines]

@@ -74,6 +74,10 @@ class LSTMOptConfig:
         which can sum its inputs over many steps (where h = o tanh(c) is bounded), so the
         step can grow or shrink by large factors over a run, as in Rprop; the exponent is
         then soft-clipped, ``M tanh(lambda a / M)`` with M = `MAX_LOG_MAGNITUDE`.
+      step_decay: tau > 0 multiplies the update at step t by ``1 / sqrt(1 + t / tau)``, a
+        fixed inverse-square-root decay that needs no horizon; with zero heads the untrained
+        optimizer is then Adam on that schedule, and the network learns corrections to it.
+        0 (default): no decay.
     """
 
     num_layers: int = 2
@@ -90,6 +94,7 @@ class LSTMOptConfig:
     time_features: bool = False
     exp_mult: float = 0.0
     magnitude_cell: bool = False
+    step_decay: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -128,6 +133,16 @@ class LSTMOptConfig:
             "must be a finite number >= 0",
         )
         check_bool(self, "magnitude_cell")
+        check(
+            isinstance(self.step_decay, (int, float))
+            and not isinstance(self.step_decay, bool)
+            and math.isfinite(self.step_decay)
+            and self.step_decay >= 0,
+            "LSTMOptConfig",
+            "step_decay",
+            self.step_decay,
+            "must be a finite number >= 0 (0: no decay)",
+        )
         if self.magnitude_cell:
             check(
                 bool(self.exp_mult) and self.num_layers > 0,
@@ -640,6 +655,8 @@ def scale_by_lstm(
                 u_N, new_s = pallas.apply(step_theta, feats, s, step_config, tiling)
             else:
                 u_N, new_s = apply_features(step_theta, feats, s, step_config, chunk)
+            if config.step_decay:
+                u_N = u_N * decay_factor(count, config.step_decay, u_N.dtype)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
             new_moments.append(mv)
@@ -654,6 +671,11 @@ def scale_by_lstm(
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:
+    r"""The step's fixed decay at step t = `count`: :math:`1 / \sqrt{1 + t / \tau}`."""
+    return jax.lax.rsqrt(1 + count.astype(dtype) / jnp.asarray(tau, dtype))
 
 
 def global_inputs(

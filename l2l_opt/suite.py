@@ -263,7 +263,8 @@ def do_no_harm(
         "num_steps": num_steps,
         "finite": finite,
         "last10_mean": tail,
-        f"mean_near_step_{check_at}": at,
+        "check_at": check_at,
+        "near_check": at,
         "ok": finite and tail <= at,
     }
 
@@ -301,13 +302,13 @@ def format_do_no_harm(rows: Sequence[dict[str, Any]]) -> str:
     """One line per run: finite, the last-10% mean against the loss near the check step."""
     if not rows:
         return ""
-    at_key = next(k for k in rows[0] if k.startswith("mean_near_step_"))
-    lines = [f"do no harm ({rows[0]['num_steps']} steps; ok: finite, and last 10% <= {at_key}):"]
+    n, at = rows[0]["num_steps"], rows[0]["check_at"]
+    lines = [f"do no harm ({n} steps; ok: finite, and last 10% <= near step {at}):"]
     for r in rows:
         verdict = "ok" if r["ok"] else ("NOT FINITE" if not r["finite"] else "WORSE")
         lines.append(
             f"  {r['task']} | {r['optimizer']} | last 10% {r['last10_mean']:.4g} | "
-            f"near step {at_key.rsplit('_', 1)[1]} {r[at_key]:.4g} | {verdict}"
+            f"near step {r['check_at']} {r['near_check']:.4g} | {verdict}"
         )
     passed = sum(r["ok"] for r in rows)
     lines.append(f"  passed {passed} of {len(rows)}")

@@ -37,6 +37,8 @@ SUITES: dict[str, tuple[tuple[str, tuple[int, ...], str], ...]] = {
         ("mnist_mlp_h20_d1_sigmoid", (50, 300), "train"),
         ("logistic", (100, 1000), "train"),
         ("rosenbrock", (300, 1000), "train"),
+        ("mnist_mlp_h40_d1_relu", (200, 1000), "train"),
+        ("mnist_mlp_h20_d2_tanh", (200, 1000), "train"),
     ),
     # A few minutes on 2 CPU cores: one task per kind, short horizons.
     "quick": (

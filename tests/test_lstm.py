@@ -74,6 +74,8 @@ def test_check_theta_rejects_other_shapes():
         ("exp_mult", -1.0),
         ("exp_mult", float("nan")),
         ("magnitude_cell", True),  # without a magnitude head
+        ("step_decay", -1.0),
+        ("step_decay", float("inf")),
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -146,6 +148,34 @@ def test_magnitude_head_starts_as_adam_and_scales_the_whole_step():
     np.testing.assert_allclose(scaled, adam * np.exp(2.0 * 0.5), rtol=1e-5)
     with pytest.raises(ValueError, match="no magnitude head"):
         l2l_opt.learned_opt(theta, config=config, kernel="pallas")
+
+
+def test_step_decay_starts_as_adam_on_an_inverse_sqrt_schedule():
+    """With `step_decay` tau and zero heads, the update at step t (from 1) is Adam's with
+    learning rate s / sqrt(1 + t / tau); with a magnitude head too."""
+    tau, scale = 3.0, 0.01
+    params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
+    grads = [jax.tree.map(lambda p, k=k: jnp.cos(2.0 * p + k), params) for k in range(6)]
+
+    def run(tx):
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u)
+        return out
+
+    # optax's schedules read the count before the step: count c is step t = c + 1.
+    adam = run(optax.adam(lambda c: scale / jnp.sqrt(1 + (c + 1) / tau)))
+    for exp_mult in (0.0, 1.0):
+        config = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=exp_mult)
+        theta = config.init(jax.random.key(0))
+        got = run(l2l_opt.learned_opt(theta, config=config))
+        for a, b in zip(got, adam, strict=True):
+            jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), a, b)
+    # And the decay is there: the last step is much smaller than without it.
+    plain = run(l2l_opt.learned_opt(PROGRESS_NET.init(jax.random.key(0)), config=PROGRESS_NET))
+    ratio = got[-1]["w"] / plain[-1]["w"]
+    np.testing.assert_allclose(ratio, 1 / np.sqrt(1 + 6 / tau), rtol=1e-5)
 
 
 def test_magnitude_from_the_cell_state_grows_the_step_within_its_bound():
