@@ -78,6 +78,13 @@ class LSTMOptConfig:
         fixed inverse-square-root decay that needs no horizon; with zero heads the untrained
         optimizer is then Adam on that schedule, and the network learns corrections to it.
         0 (default): no decay.
+      gain_only: no direction head: the update is ``s skip(x) exp(lambda a)``, the skip path
+        reading the gradient features x only. Every step is then a positive multiple of the
+        skip path's (linear, odd in x): the network can speed up or slow down that descent
+        direction per coordinate, but cannot reverse it or push coordinates in a direction
+        of its own (a direction head's bias, or a skip weight on the shared inputs, moves
+        every coordinate the same way, a drift that stalls long runs). Needs `skip_init` and a
+        magnitude head (`exp_mult` > 0).
     """
 
     num_layers: int = 2
@@ -95,6 +102,7 @@ class LSTMOptConfig:
     exp_mult: float = 0.0
     magnitude_cell: bool = False
     step_decay: float = 0.0
+    gain_only: bool = False
 
     name: ClassVar[str] = "lstm"
 
@@ -143,6 +151,15 @@ class LSTMOptConfig:
             self.step_decay,
             "must be a finite number >= 0 (0: no decay)",
         )
+        check_bool(self, "gain_only")
+        if self.gain_only:
+            check(
+                bool(self.exp_mult) and self.skip_init is not None,
+                "LSTMOptConfig",
+                "gain_only",
+                self.gain_only,
+                "needs a skip path (skip_init) and a magnitude head (exp_mult > 0)",
+            )
         if self.magnitude_cell:
             check(
                 bool(self.exp_mult) and self.num_layers > 0,
@@ -218,12 +235,14 @@ def _forward(
         x_NxH, s = layer(x_NxH, layer_state)
         new_state.append(s)
     head_init = hk.initializers.Constant(0.0) if config.head_init == "zeros" else None
-    out_Nx1 = hk.Linear(1, w_init=head_init, name="head")(x_NxH)
+    out_Nx1 = 0.0 if config.gain_only else hk.Linear(1, w_init=head_init, name="head")(x_NxH)
     if config.skip_init is not None:
-        # The progress features, if any, start outside the skip path.
-        start = config.skip_init + (0.0,) * (config.num_inputs() - len(config.skip_init))
+        # The progress features, if any, start outside the skip path; with gain_only the
+        # skip path reads the gradient features only.
+        skip_in = feats_NxF[:, : len(config.skip_init)] if config.gain_only else feats_NxF
+        start = config.skip_init + (0.0,) * (skip_in.shape[-1] - len(config.skip_init))
         skip_init = hk.initializers.Constant(jnp.asarray(start)[:, None])
-        out_Nx1 = out_Nx1 + hk.Linear(1, with_bias=False, w_init=skip_init, name="skip")(feats_NxF)
+        out_Nx1 = out_Nx1 + hk.Linear(1, with_bias=False, w_init=skip_init, name="skip")(skip_in)
     if config.exp_mult:
         read = jnp.concatenate([x_NxH, new_state[-1].cell], -1) if config.magnitude_cell else x_NxH
         magnitude_Nx1 = hk.Linear(1, w_init=head_init, name="magnitude")(read)
@@ -309,8 +328,8 @@ class LSTMWeights(NamedTuple):
     """The network's weights by role, the one place that knows Haiku's parameter names."""
 
     layers: tuple[tuple[jax.Array, jax.Array], ...]  # per layer (w [F + H, 4H], b [4H])
-    head_w: jax.Array  # [H] (or [F] with no layers)
-    head_b: jax.Array  # [1]
+    head_w: jax.Array | None  # [H] (or [F] with no layers), or None with gain_only
+    head_b: jax.Array | None  # [1], or None with gain_only
     skip_w: jax.Array | None  # [F], or None without a skip path
     magnitude: tuple[jax.Array, jax.Array] | None = None  # (w [H] or [2H], b [1]), or None
 
@@ -325,7 +344,10 @@ def unpack(theta: hk.Params, config: LSTMOptConfig) -> LSTMWeights:
     magnitude = None
     if config.exp_mult:
         magnitude = (theta["magnitude"]["w"][:, 0], theta["magnitude"]["b"])
-    return LSTMWeights(layers, theta["head"]["w"][:, 0], theta["head"]["b"], skip, magnitude)
+    head_w, head_b = (
+        (None, None) if config.gain_only else (theta["head"]["w"][:, 0], theta["head"]["b"])
+    )
+    return LSTMWeights(layers, head_w, head_b, skip, magnitude)
 
 
 def _forward_columns(
@@ -338,9 +360,9 @@ def _forward_columns(
     for (w, b), layer_state in zip(weights.layers, state, strict=True):
         x, s = _lstm_columns(w, b, x, layer_state)
         new_state.append(s)
-    out_N = weights.head_w @ x + weights.head_b[0]
+    out_N = 0.0 if weights.head_w is None else weights.head_w @ x + weights.head_b[0]
     if weights.skip_w is not None:
-        out_N = out_N + weights.skip_w @ feats_FxN
+        out_N = out_N + weights.skip_w @ feats_FxN[: weights.skip_w.shape[0]]
     if weights.magnitude is not None:
         mag_w, mag_b = weights.magnitude
         read = jnp.concatenate([x, new_state[-1].cell]) if config.magnitude_cell else x
@@ -719,13 +741,14 @@ def fold_global(
         return jnp.concatenate([w[:fc], w[fc + n_global :]]), g @ w[fc : fc + n_global]
 
     theta = {module: dict(params) for module, params in theta.items()}
-    first = (
-        ["lstm_0/linear"] if config.num_layers else ["head"] + ["magnitude"] * bool(config.exp_mult)
-    )
+    if config.num_layers:
+        first = ["lstm_0/linear"]
+    else:
+        first = ["head"] * (not config.gain_only) + ["magnitude"] * bool(config.exp_mult)
     for module in first:
         w, extra = split(theta[module]["w"])
         theta[module].update(w=w, b=theta[module]["b"] + extra)
-    if config.skip_init is not None:
+    if config.skip_init is not None and not config.gain_only:
         w, extra = split(theta["skip"]["w"])
         theta["skip"]["w"] = w
         theta["head"]["b"] = theta["head"]["b"] + extra

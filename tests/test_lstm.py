@@ -76,6 +76,7 @@ def test_check_theta_rejects_other_shapes():
         ("magnitude_cell", True),  # without a magnitude head
         ("step_decay", -1.0),
         ("step_decay", float("inf")),
+        ("gain_only", True),  # without a skip path and a magnitude head
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -203,13 +204,55 @@ def test_magnitude_from_the_cell_state_grows_the_step_within_its_bound():
     assert ratios[-1] == pytest.approx(np.exp(lstm.MAX_LOG_MAGNITUDE), rel=0.02)
 
 
+def test_gain_only_steps_are_positive_multiples_of_adam_and_start_as_adam():
+    """With `gain_only` and the skip path at Adam's (0, -1), every step is Adam's step times
+    a positive factor exp(lambda a), whatever the other weights (told the horizon or not);
+    zero heads give Adam. A direction head can reverse steps."""
+    gain = dataclasses.replace(PROGRESS_NET, exp_mult=1.0, gain_only=True)
+    head = dataclasses.replace(gain, gain_only=False)
+    assert "head" not in gain.init(jax.random.key(0)) and "head" in head.init(jax.random.key(0))
+    params = {"w": jnp.linspace(-1.0, 1.0, 7), "b": jnp.ones(3)}
+    grads = [jax.tree.map(lambda p, k=k: jnp.sin(3.0 * p + k), params) for k in range(4)]
+
+    def run(config, theta, num_steps=None):
+        tx = l2l_opt.learned_opt(theta, config=config, num_steps=num_steps)
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(out)])
+
+    adam = np.concatenate([np.ravel(x) for x in jax.tree.leaves(_adam_updates(params, grads))])
+    np.testing.assert_allclose(run(gain, gain.init(jax.random.key(0))), adam, rtol=1e-5)
+    key = jax.random.key(1)
+    for config, kept in ((gain, True), (head, False)):
+        theta = jax.tree.map(lambda t: t + 0.5 * jax.random.normal(key, t.shape), config.init(key))
+        theta["skip"]["w"] = theta["skip"]["w"].at[:2, 0].set(jnp.array([0.0, -1.0]))
+        if "head" in theta:  # a bias: the same push on every coordinate
+            theta["head"]["b"] = jnp.array([2.0])
+        for num_steps in (None, 50):
+            factor = run(config, theta, num_steps) / adam
+            assert bool(np.all(factor > 0)) == kept, (config.gain_only, num_steps)
+            assert np.ptp(factor) > 0.01  # the network does change the steps
+
+
+def _adam_updates(params, grads, lr=0.01):
+    tx = optax.adam(lr)
+    state, out = tx.init(params), []
+    for g in grads:
+        u, state = tx.update(g, state, params)
+        out.append(u)
+    return out
+
+
+@pytest.mark.parametrize("gain_only", [False, True])
 @pytest.mark.parametrize("num_layers", [0, 1, 2])
-def test_shared_inputs_folded_into_biases_give_the_same_network(num_layers):
+def test_shared_inputs_folded_into_biases_give_the_same_network(num_layers, gain_only):
     """`fold_global`: the progress and clock inputs, the same for every coordinate, enter
     as biases; the result equals the network run on them broadcast to every coordinate."""
     config = LSTMOptConfig(
         num_layers=num_layers, hidden_size=3, preprocessing="adam", skip_init=(0.0, -1.0),
-        progress_features=True, time_features=True, exp_mult=0.5,
+        progress_features=True, time_features=True, exp_mult=0.5, gain_only=gain_only,
     )  # fmt: skip
     assert config.num_global() == 2 + len(lstm.TIMESCALES)
     k1, k2, k3 = jax.random.split(jax.random.key(num_layers), 3)

@@ -209,6 +209,14 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
         LSTMOptConfig(
             num_layers=1, hidden_size=4, preprocessing="adam", exp_mult=2.0, magnitude_cell=True
         ),
+        LSTMOptConfig(
+            num_layers=1,
+            hidden_size=4,
+            preprocessing="adam",
+            skip_init=(0.0, -1.0),
+            exp_mult=1.0,
+            gain_only=True,
+        ),
     ],
 )
 def test_coordinates_last_network_equals_the_haiku_lstm(config):
