@@ -755,6 +755,23 @@ def fold_global(
     return theta, local
 
 
+def to_gain_only(theta: hk.Params, config: LSTMOptConfig) -> tuple[hk.Params, LSTMOptConfig]:
+    """The `gain_only` network that keeps `theta`'s LSTM, magnitude head and skip weights on
+    the gradient features, dropping the direction head and the skip weights on the shared
+    inputs: the same network as `theta` with those set to zero."""
+    if config.skip_init is None or not config.exp_mult or config.gain_only or config.groups():
+        raise ValueError(
+            "to_gain_only needs one LSTM with a skip path, a magnitude head and a direction "
+            f"head (got skip_init={config.skip_init}, exp_mult={config.exp_mult}, "
+            f"gain_only={config.gain_only}, partition={config.partition!r})"
+        )
+    theta = {m: dict(p) for m, p in theta.items() if m != "head"}
+    theta["skip"]["w"] = theta["skip"]["w"][: preprocessing.NUM_FEATURES[config.preprocessing]]
+    config = dataclasses.replace(config, gain_only=True)
+    check_theta(theta, config)
+    return theta, config
+
+
 def partition_labels(params: optax.Params) -> optax.Params:
     """``"conv"`` for leaves under a top-level key starting with ``conv``, else ``"fc"``."""
 

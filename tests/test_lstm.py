@@ -236,6 +236,29 @@ def test_gain_only_steps_are_positive_multiples_of_adam_and_start_as_adam():
             assert np.ptp(factor) > 0.01  # the network does change the steps
 
 
+def test_to_gain_only_is_the_network_without_its_direction_head():
+    config = dataclasses.replace(PROGRESS_NET, exp_mult=1.0)
+    k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
+    theta = jax.tree.map(lambda t: t + 0.3 * jax.random.normal(k1, t.shape), config.init(k1))
+    gain_theta, gain = lstm.to_gain_only(theta, config)
+    assert gain.gain_only and "head" not in gain_theta and gain_theta["skip"]["w"].shape == (2, 1)
+    # The same as the original with the head and the skip weights on the progress inputs zeroed.
+    zeroed = {m: dict(p) for m, p in theta.items()}
+    zeroed["head"] = jax.tree.map(jnp.zeros_like, theta["head"])
+    zeroed["skip"]["w"] = theta["skip"]["w"].at[2:].set(0.0)
+    n = 9
+    feats = jnp.concatenate(
+        [jax.random.normal(k2, (2, n)), jnp.ones((1, n)), jnp.full((1, n), 0.3)]
+    )
+    state = jax.tree.map(lambda z: jax.random.normal(k3, z.shape), lstm.initial_state(config, n))
+    want = lstm.apply_reference(zeroed, feats, state, config)
+    got = lstm.apply_reference(gain_theta, feats, state, gain)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="to_gain_only needs"):
+        lstm.to_gain_only(gain_theta, gain)
+
+
 def _adam_updates(params, grads, lr=0.01):
     tx = optax.adam(lr)
     state, out = tx.init(params), []

@@ -13,7 +13,7 @@ from l2l_opt import architecture, checkpoint
 DEFAULT = "mnist"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "mixture": "8a01181a1b7eecc7545714d1a7d8096cc9a4b19e5524f89dcba5a2c5b0e4e2c6",
+    "mixture": "c3e60cbcb0b9affd8f4e394441d46d144e87383fbcee105274190384edc26fdc",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
     "quadratic": "889a7d0973e4a54dd1053845f7c30e7523a7ed9d92efa936c35d7a93c32c1e7e",
 }
