@@ -15,7 +15,7 @@ DEFAULT = "mnist"
 SHA256 = {
     "mixture": "c3e60cbcb0b9affd8f4e394441d46d144e87383fbcee105274190384edc26fdc",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "889a7d0973e4a54dd1053845f7c30e7523a7ed9d92efa936c35d7a93c32c1e7e",
+    "quadratic": "cd08dac35f446944fde39f7bbb2822497593c0dba6abfb6bc19fd2f2ace93960",
 }
 
 
