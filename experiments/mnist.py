@@ -10,7 +10,7 @@ and 200 steps.
   python experiments/mnist.py                  # full version (GPU: minutes; CPU: hours)
   python experiments/mnist.py --stage train --variants paper   # one variant's training
   python experiments/mnist.py --stage eval     # compare the variants trained so far
-  python experiments/mnist.py --stage shipped  # the shipped default against the baselines
+  python experiments/mnist.py --stage shipped  # the paper's MNIST weights against the baselines
                                                # (plots/mnist_{100,200}.png, mnist_shipped.json)
   python experiments/mnist.py --stage variants-figure  # the variant study's figures, drawn
                                                # from plots/mnist.json (mnist_variants_*.png)
@@ -188,9 +188,10 @@ def compare_at_horizons(
 
 
 def evaluate_shipped(out: str, plots: str, settings: Settings, seed: int) -> dict:
-    """`learned_opt()` (the shipped default) against the tuned baselines at each horizon."""
+    """`learned_opt("mnist")` (the shipped default until 2026-11-30) against the tuned
+    baselines at each horizon."""
     figure = os.path.join(plots, "mnist_{steps}.png")
-    horizons = compare_at_horizons(None, out, "shipped", settings, seed, figure)
+    horizons = compare_at_horizons("mnist", out, "shipped", settings, seed, figure)
     summary = {"problem": PROBLEM, "weights": "shipped:mnist", "horizons": horizons}
     common.write_json(os.path.join(plots, "mnist_shipped.json"), summary)
     return summary

@@ -16,16 +16,23 @@ def test_shipped_files_match_their_sha256():
 
 
 def test_default_weights_load_and_take_a_step():
-    assert pretrained.DEFAULT == "mnist"
-    theta, config = pretrained.load(pretrained.DEFAULT)
-    assert config.preprocessing == "adam" and config.num_layers == 2 and config.hidden_size == 20
-    info = l2l_opt.checkpoint.read_weights_info(pretrained.path("mnist"))
-    assert info["config"]["problem"] == "mnist_mlp" and info["outer_steps"] > 0
+    assert pretrained.DEFAULT == "mixture"
     tx = l2l_opt.learned_opt()
     params = {"x": jnp.ones(4)}
     updates, state = tx.update({"x": jnp.ones(4)}, tx.init(params))
     assert bool(jnp.all(jnp.isfinite(updates["x"]))) and bool(jnp.all(updates["x"] < 0))
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
+
+
+def test_the_paper_mnist_weights_stay_shipped_by_name():
+    _, config = pretrained.load("mnist")
+    assert config.preprocessing == "adam" and config.num_layers == 2 and config.hidden_size == 20
+    info = l2l_opt.checkpoint.read_weights_info(pretrained.path("mnist"))
+    assert info["config"]["problem"] == "mnist_mlp" and info["outer_steps"] > 0
+    tx = l2l_opt.learned_opt("mnist")
+    params = {"x": jnp.ones(4)}
+    updates, _ = tx.update({"x": jnp.ones(4)}, tx.init(params))
+    assert bool(jnp.all(updates["x"] < 0))
 
 
 def test_the_mixture_weights_are_the_cheap_shape_trained_on_training_families_only():

@@ -10,7 +10,7 @@ import jax
 
 from l2l_opt import architecture, checkpoint
 
-DEFAULT = "mnist"
+DEFAULT = "mixture"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
     "mixture": "c3e60cbcb0b9affd8f4e394441d46d144e87383fbcee105274190384edc26fdc",
