@@ -106,7 +106,10 @@ def check_config(config: LSTMOptConfig) -> None:
     if config.num_layers == 0:
         raise ValueError("kernel='pallas' needs an LSTM: num_layers=0 has none to fuse")
     if config.exp_mult:
-        raise ValueError("kernel='pallas' has no magnitude head: use exp_mult=0 or kernel='xla'")
+        raise ValueError(
+            "kernel='pallas' has no magnitude head (exp_mult > 0, as in the default "
+            "'mixture' weights): use kernel='xla', or weights without one such as 'mnist'"
+        )
     if config.hidden_size > MAX_HIDDEN:
         raise ValueError(
             f"kernel='pallas' runs hidden_size <= {MAX_HIDDEN}, not {config.hidden_size}"

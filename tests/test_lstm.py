@@ -122,8 +122,9 @@ def test_progress_features_are_fed_only_when_the_horizon_is_given():
     assert not jnp.allclose(without, short) and not jnp.allclose(short, long)
     # Not given, and given as 0 ("not told", as in meta-training), are the same.
     assert jnp.array_equal(without, first_update(num_steps=0))
+    l2l_opt.learned_opt(num_steps=100)  # the default weights take progress inputs
     with pytest.raises(ValueError, match="take no training-progress inputs"):
-        l2l_opt.learned_opt(num_steps=100)
+        l2l_opt.learned_opt("mnist", num_steps=100)
 
 
 def test_magnitude_head_starts_as_adam_and_scales_the_whole_step():
