@@ -24,11 +24,18 @@ def check_positive_int(obj: Any, *fields: str, allow_zero: bool = False) -> None
         )
 
 
-def check_positive_float(obj: Any, *fields: str) -> None:
+def check_positive_float(obj: Any, *fields: str, allow_zero: bool = False) -> None:
     for f in fields:
         v = getattr(obj, f)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-        check(ok, type(obj).__name__, f, v, "must be a finite number > 0")
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v >= 0 if allow_zero else v > 0)
+        check(
+            ok,
+            type(obj).__name__,
+            f,
+            v,
+            "must be a finite number " + (">= 0" if allow_zero else "> 0"),
+        )
 
 
 def check_unit_interval(obj: Any, *fields: str) -> None:

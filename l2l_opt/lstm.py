@@ -130,28 +130,8 @@ class LSTMOptConfig:
         check_choice(self, "head_init", HEAD_INITS)
         check_choice(self, "partition", PARTITIONS)
         check_bool(self, "progress_features", "time_features")
-        check(
-            isinstance(self.exp_mult, (int, float))
-            and not isinstance(self.exp_mult, bool)
-            and math.isfinite(self.exp_mult)
-            and self.exp_mult >= 0,
-            "LSTMOptConfig",
-            "exp_mult",
-            self.exp_mult,
-            "must be a finite number >= 0",
-        )
-        check_bool(self, "magnitude_cell")
-        check(
-            isinstance(self.step_decay, (int, float))
-            and not isinstance(self.step_decay, bool)
-            and math.isfinite(self.step_decay)
-            and self.step_decay >= 0,
-            "LSTMOptConfig",
-            "step_decay",
-            self.step_decay,
-            "must be a finite number >= 0 (0: no decay)",
-        )
-        check_bool(self, "gain_only")
+        check_positive_float(self, "exp_mult", "step_decay", allow_zero=True)
+        check_bool(self, "magnitude_cell", "gain_only")
         if self.gain_only:
             check(
                 bool(self.exp_mult) and self.skip_init is not None,
