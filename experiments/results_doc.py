@@ -226,7 +226,9 @@ def readme_table() -> str:
     results = load("suite_default.json")
     if results is None:
         return table(shipped_rows())
-    return suite_summary(results) + f"\n\nCommand: `{results.get('command', '')}`."
+    command = results.get("command", "")
+    reuse = f" {REUSE_NOTE}" if "--reuse-baselines" in command else ""
+    return suite_summary(results) + f"\n\nCommand: `{command}`.{reuse}"
 
 
 def doc() -> str:
