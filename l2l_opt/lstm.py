@@ -32,6 +32,8 @@ KERNELS = ("xla", "pallas")
 TIMESCALES = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 # Bound of the magnitude exponent with `LSTMOptConfig.magnitude_cell`: steps within e^(+-6).
 MAX_LOG_MAGNITUDE = 6.0
+# Bound of each tensor's log-gain with `LSTMOptConfig.gain_adapt`: gains within e^(+-6).
+MAX_LOG_GAIN = 6.0
 
 # One hk.LSTMState([H, N], [H, N]) per layer: coordinates last, so that each gate is a
 # contiguous [H, N] block (see `_lstm_columns`).
@@ -40,7 +42,7 @@ LSTMCoreState = tuple[hk.LSTMState, ...]
 
 @dataclasses.dataclass(frozen=True)
 class LSTMOptConfig:
-    """The coordinatewise LSTM optimizer's architecture (defaults: Andrychowicz et al. 2016).
+    r"""The coordinatewise LSTM optimizer's architecture (defaults: Andrychowicz et al. 2016).
 
     Attributes:
       num_layers: stacked LSTM layers; 0 gives a linear map of the features.
@@ -85,6 +87,14 @@ class LSTMOptConfig:
         of its own (a direction head's bias, or a skip weight on the shared inputs, moves
         every coordinate the same way, a drift that stalls long runs). Needs `skip_init` and a
         magnitude head (`exp_mult` > 0).
+      gain_adapt: beta > 0 multiplies every leaf's step by a gain :math:`e^{\ell}` of its own,
+        adapted each step by normalised hypergradient descent on the step size (Baydin et
+        al. 2018): :math:`\ell_t = \mathrm{clip}(\ell_{t-1} - \beta \cos(g_t, d_{t-1}), \pm M)`,
+        with :math:`d_{t-1}` the leaf's last step before its gain and M = `MAX_LOG_GAIN`.
+        The gain grows while the gradients keep pointing along the last step (steps too
+        short) and shrinks when they turn back against it (steps that overshoot), so that
+        the step size finds each problem's scale, beyond what the network's bounded
+        magnitude reaches. 0 (default): no gain.
     """
 
     num_layers: int = 2
@@ -103,6 +113,7 @@ class LSTMOptConfig:
     magnitude_cell: bool = False
     step_decay: float = 0.0
     gain_only: bool = False
+    gain_adapt: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -130,7 +141,7 @@ class LSTMOptConfig:
         check_choice(self, "head_init", HEAD_INITS)
         check_choice(self, "partition", PARTITIONS)
         check_bool(self, "progress_features", "time_features")
-        check_positive_float(self, "exp_mult", "step_decay", allow_zero=True)
+        check_positive_float(self, "exp_mult", "step_decay", "gain_adapt", allow_zero=True)
         check_bool(self, "magnitude_cell", "gain_only")
         if self.gain_only:
             check(
@@ -509,6 +520,7 @@ class LearnedOptState(NamedTuple):
     lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([H, leaf.size]) per layer
     moments: optax.Updates  # per leaf: (m, v) [leaf.size] for "adam" features, else ()
     count: jax.Array  # shape=(), dtype=int32
+    gain: optax.Updates = ()  # per leaf: (log-gain [], last step d [leaf.size]) with gain_adapt
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -622,15 +634,23 @@ def scale_by_lstm(
             z = lambda: jnp.zeros((jnp.size(p),), compute_dtype(jnp.result_type(p)))
             return (z(), z())  # two buffers, so that the state can be donated
 
+        def leaf_gain(p):
+            if not config.gain_adapt:
+                return ()
+            dtype = compute_dtype(jnp.result_type(p))
+            return (jnp.zeros([], dtype), jnp.zeros((jnp.size(p),), dtype))
+
         return LearnedOptState(
             lstm=jax.tree.map(leaf_state, params),
             moments=jax.tree.map(leaf_moments, params),
             count=jnp.zeros([], jnp.int32),
+            gain=jax.tree.map(leaf_gain, params),
         )
 
     # Per leaf, the structure of its state (see `structure.restore`).
     layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
     moments_like = (0, 0) if use_moments else ()
+    gain_like = (0, 0) if config.gain_adapt else ()
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
@@ -638,8 +658,9 @@ def scale_by_lstm(
         leaves, treedef = jax.tree.flatten(updates)
         leaf_states = [restore(s, layers_like) for s in treedef.flatten_up_to(state.lstm)]
         leaf_moments = [restore(m, moments_like) for m in treedef.flatten_up_to(state.moments)]
-        new_updates, new_states, new_moments, folded = [], [], [], {}
-        for g, s, mv in zip(leaves, leaf_states, leaf_moments, strict=True):
+        leaf_gains = [restore(x, gain_like) for x in treedef.flatten_up_to(state.gain)]
+        new_updates, new_states, new_moments, new_gains, folded = [], [], [], [], {}
+        for g, s, mv, gd in zip(leaves, leaf_states, leaf_moments, leaf_gains, strict=True):
             g_N = jnp.reshape(g, (-1,)).astype(compute_dtype(g.dtype))
             if use_moments:
                 m, v = preprocessing.adam_moments(g_N, *mv, config.beta1, config.beta2)
@@ -659,20 +680,39 @@ def scale_by_lstm(
                 u_N, new_s = apply_features(step_theta, feats, s, step_config, chunk)
             if config.step_decay:
                 u_N = u_N * decay_factor(count, config.step_decay, u_N.dtype)
+            if config.gain_adapt:
+                log_gain = adapt_log_gain(gd[0], g_N, gd[1], config.gain_adapt)
+                gd = (log_gain, u_N)
+                u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
             new_moments.append(mv)
+            new_gains.append(gd)
         old_state = LearnedOptState(
-            treedef.unflatten(leaf_states), treedef.unflatten(leaf_moments), state.count
+            treedef.unflatten(leaf_states),
+            treedef.unflatten(leaf_moments),
+            state.count,
+            treedef.unflatten(leaf_gains),
         )
         new_state = LearnedOptState(
             lstm=treedef.unflatten(new_states),
             moments=treedef.unflatten(new_moments),
             count=count,
+            gain=treedef.unflatten(new_gains),
         )
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def adapt_log_gain(log_gain: jax.Array, g_N: jax.Array, d_N: jax.Array, beta: float) -> jax.Array:
+    r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
+    :math:`\mathrm{clip}(\ell - \beta \cos(g, d), \pm M)`, with cos = 0 while d = 0 (the first
+    step). The cosine's square root is guarded, so its derivatives stay finite at d = 0."""
+    tiny = jnp.finfo(g_N.dtype).tiny
+    inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
+    cos = jnp.vdot(g_N, d_N) * inv_norm(g_N) * inv_norm(d_N)
+    return jnp.clip(log_gain - beta * cos.astype(log_gain.dtype), -MAX_LOG_GAIN, MAX_LOG_GAIN)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:
@@ -748,6 +788,24 @@ def to_gain_only(theta: hk.Params, config: LSTMOptConfig) -> tuple[hk.Params, LS
     theta = {m: dict(p) for m, p in theta.items() if m != "head"}
     theta["skip"]["w"] = theta["skip"]["w"][: preprocessing.NUM_FEATURES[config.preprocessing]]
     config = dataclasses.replace(config, gain_only=True)
+    check_theta(theta, config)
+    return theta, config
+
+
+def to_magnitude_cell(theta: hk.Params, config: LSTMOptConfig) -> tuple[hk.Params, LSTMOptConfig]:
+    r"""The `magnitude_cell` network whose magnitude head reads the cell state with zero
+    weights: the same network as `theta` up to the exponent's soft clip,
+    :math:`M \tanh(\lambda a / M)` in place of :math:`\lambda a` (equal to first order)."""
+    if not config.exp_mult or config.magnitude_cell or config.num_layers < 1 or config.groups():
+        raise ValueError(
+            "to_magnitude_cell needs one LSTM with a magnitude head that does not read the cell "
+            f"(got exp_mult={config.exp_mult}, magnitude_cell={config.magnitude_cell}, "
+            f"num_layers={config.num_layers}, partition={config.partition!r})"
+        )
+    theta = {m: dict(p) for m, p in theta.items()}
+    w = theta["magnitude"]["w"]
+    theta["magnitude"]["w"] = jnp.concatenate([w, jnp.zeros_like(w)], 0)
+    config = dataclasses.replace(config, magnitude_cell=True)
     check_theta(theta, config)
     return theta, config
 

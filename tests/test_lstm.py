@@ -77,6 +77,8 @@ def test_check_theta_rejects_other_shapes():
         ("step_decay", -1.0),
         ("step_decay", float("inf")),
         ("gain_only", True),  # without a skip path and a magnitude head
+        ("gain_adapt", -0.1),
+        ("gain_adapt", float("nan")),
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -237,6 +239,75 @@ def test_gain_only_steps_are_positive_multiples_of_adam_and_start_as_adam():
             assert np.ptp(factor) > 0.01  # the network does change the steps
 
 
+def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor():
+    """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
+    exp(l), l <- clip(l - beta cos(g_t, d_{t-1})) with d the leaf's last step before its gain:
+    written out here with optax.scale_by_adam."""
+    beta, scale, tau = 0.3, 0.01, 50.0
+    config = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=beta)
+    params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
+    grads = [jax.tree.map(lambda p, k=k: jnp.cos(2.0 * p + 0.3 * k), params) for k in range(12)]
+    tx = l2l_opt.learned_opt(config.init(jax.random.key(0)), config=config)
+    state = tx.init(params)
+    adam, adam_state = optax.scale_by_adam(), optax.scale_by_adam().init(params)
+    log_gain = {k: 0.0 for k in params}
+    last = {k: np.zeros(np.shape(v)) for k, v in params.items()}
+    for t, g in enumerate(grads, start=1):
+        got, state = tx.update(g, state, params)
+        d, adam_state = adam.update(g, adam_state)
+        for k in params:
+            d_k = -scale / np.sqrt(1 + t / tau) * np.asarray(d[k])
+            gk = np.asarray(g[k])
+            norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
+            cos = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
+            log_gain[k] = float(np.clip(log_gain[k] - beta * cos, -6, 6))
+            last[k] = d_k
+            np.testing.assert_allclose(got[k], d_k * np.exp(log_gain[k]), rtol=2e-5, atol=1e-9)
+    assert all(v != 0 for v in log_gain.values())
+
+
+@pytest.mark.parametrize("scale,grows", [(1e-3, True), (3.0, False)])
+def test_gain_adapt_lengthens_short_steps_and_shortens_overshooting_ones(scale, grows):
+    """On a quadratic, steps far too short keep the gradient along the last step (the gain
+    grows, and the loss falls faster than without it); steps that overshoot flip it (the gain
+    shrinks)."""
+    base = dataclasses.replace(PROGRESS_NET, exp_mult=1.0, output_scale=scale)
+    adapt = dataclasses.replace(base, gain_adapt=0.3)
+    loss = lambda p: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * p["x"] ** 2)
+
+    def run(config):
+        tx = l2l_opt.learned_opt(config.init(jax.random.key(0)), config=config)
+        params = {"x": jnp.array([1.0, -2.0])}
+        state = tx.init(params)
+        for _ in range(30):
+            u, state = tx.update(jax.grad(loss)(params), state, params)
+            params = optax.apply_updates(params, u)
+        return float(loss(params)), state[0].gain["x"]
+
+    (plain, _), (adapted, (log_gain, _)) = run(base), run(adapt)
+    assert (log_gain > 1.0) if grows else (log_gain < -1.0)
+    assert adapted < plain
+
+
+def test_gain_adapt_meta_gradients_are_finite_from_the_first_step():
+    """The first step's cosine has d = 0: its guarded norm keeps truncated backprop finite."""
+    config = dataclasses.replace(PROGRESS_NET, exp_mult=1.0, gain_adapt=0.3)
+    loss = lambda p: jnp.sum(jnp.cos(p["x"]))
+
+    def meta_loss(theta):
+        tx = l2l_opt.learned_opt(theta, config=config)
+        params = {"x": jnp.linspace(0.1, 1.0, 4)}
+        state = tx.init(params)
+        for _ in range(3):
+            u, state = tx.update(jax.grad(loss)(params), state, params)
+            params = optax.apply_updates(params, u)
+        return loss(params)
+
+    grads = jax.grad(meta_loss)(config.init(jax.random.key(0)))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads))
+    assert any(float(jnp.max(jnp.abs(x))) > 0 for x in jax.tree.leaves(grads))
+
+
 def test_to_gain_only_is_the_network_without_its_direction_head():
     config = dataclasses.replace(PROGRESS_NET, exp_mult=1.0)
     k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
@@ -258,6 +329,24 @@ def test_to_gain_only_is_the_network_without_its_direction_head():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="to_gain_only needs"):
         lstm.to_gain_only(gain_theta, gain)
+
+
+def test_to_magnitude_cell_reads_the_cell_with_zero_weights():
+    """`to_magnitude_cell`: the same steps up to the exponent's soft clip (small here)."""
+    config = dataclasses.replace(PROGRESS_NET, exp_mult=1.0, gain_only=True)
+    k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+    theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k1, t.shape), config.init(k1))
+    cell_theta, cell = lstm.to_magnitude_cell(theta, config)
+    assert cell.magnitude_cell and cell_theta["magnitude"]["w"].shape == (8, 1)
+    n = 9
+    feats = jnp.concatenate([jax.random.normal(k2, (2, n)), jnp.zeros((2, n))])
+    state = jax.tree.map(lambda z: jax.random.normal(k3, z.shape), lstm.initial_state(config, n))
+    want = lstm.apply_reference(theta, feats, state, config)
+    got = lstm.apply_reference(cell_theta, feats, state, cell)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-7)
+    with pytest.raises(ValueError, match="to_magnitude_cell needs"):
+        lstm.to_magnitude_cell(cell_theta, cell)
 
 
 def _adam_updates(params, grads, lr=0.01):

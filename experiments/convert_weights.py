@@ -1,0 +1,59 @@
+"""Convert LSTM weights to a related network that starts out computing the same steps.
+
+  python experiments/convert_weights.py IN.npz OUT.npz --gain-only
+  python experiments/convert_weights.py IN.npz OUT.npz --magnitude-cell
+  python experiments/convert_weights.py IN.npz OUT.npz --gain-adapt 0.3 --step-decay 100
+
+--gain-only (`lstm.to_gain_only`): keeps the LSTM, the magnitude head and the skip path's
+weights on the gradient features; drops the direction head and the skip path's weights on
+the shared inputs (progress, clock), as for the shipped `"mixture"` weights
+(l2l_opt/pretrained/README.md).
+--magnitude-cell (`lstm.to_magnitude_cell`): the magnitude head also reads the LSTM's cell
+state, with zero weights on it.
+--gain-adapt BETA, --step-decay TAU: the same weights with these settings, which have no
+weights of their own (`LSTMOptConfig.gain_adapt`, `.step_decay`).
+Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
+OUT.npz`.
+"""
+
+import argparse
+import dataclasses
+
+from l2l_opt import checkpoint, lstm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--gain-only", action="store_true", help="drop the direction head")
+    parser.add_argument(
+        "--magnitude-cell", action="store_true", help="let the magnitude head read the cell"
+    )
+    parser.add_argument("--gain-adapt", type=float, default=None, metavar="BETA")
+    parser.add_argument("--step-decay", type=float, default=None, metavar="TAU")
+    args = parser.parse_args()
+    settings = {
+        k: v for k, v in (("gain_adapt", args.gain_adapt), ("step_decay", args.step_decay))
+        if v is not None
+    }  # fmt: skip
+    if not (args.gain_only or args.magnitude_cell or settings):
+        parser.error("give --gain-only, --magnitude-cell, --gain-adapt or --step-decay")
+    theta, config = checkpoint.load_weights(args.src)
+    done = []
+    if args.gain_only:
+        theta, config = lstm.to_gain_only(theta, config)
+        done.append("gain_only")
+    if args.magnitude_cell:
+        theta, config = lstm.to_magnitude_cell(theta, config)
+        done.append("magnitude_cell")
+    if settings:
+        config = dataclasses.replace(config, **settings)  # checks the values
+        done.append(settings)
+    info = {**checkpoint.read_weights_info(args.src), "converted_from": args.src, "to": done}
+    checkpoint.save_weights(args.dst, theta, config, info)
+    print(f"wrote {args.dst}: {config}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Score weights on a suite's cells against tuned Adam, reusing an earlier run's baselines:
+the selection step of meta-training (validation tasks and seeds only).
+
+  python experiments/validate.py WEIGHTS... --reuse runs/val_prior/suite.json \
+      [--suite validation] [--seed 1] [--out scores.json]
+
+For each weights file or shipped name, not told and told the horizon (`num_steps=T`, where
+the network takes progress inputs), prints the ratio to tuned Adam on every cell, then the
+geometric mean, median and fraction of cells below 1. The reused JSON is an `l2l-opt
+evaluate --suite SUITE --seed SEED` result with the same --num-test and --num-val.
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+from l2l_opt import compare, suite, transform
+from l2l_opt.problems import suites
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", nargs="+")
+    parser.add_argument("--reuse", required=True, metavar="SUITE_JSON")
+    parser.add_argument("--suite", default="validation")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--num-test", type=int, default=5)
+    parser.add_argument("--num-val", type=int, default=3)
+    parser.add_argument("--out", default=None, help="write the suite result here (JSON)")
+    args = parser.parse_args()
+    learned = {}
+    for w in args.weights:
+        theta, arch = transform.resolve_weights(w, None)
+        learned[w] = lambda n, theta=theta, arch=arch: arch.opt(theta)
+        if getattr(arch, "progress_features", False):
+            learned[f"{w} told"] = lambda n, theta=theta, arch=arch: arch.opt(theta, num_steps=n)
+    with open(args.reuse) as f:
+        reuse = json.load(f)
+    res = suite.run(
+        suites.tasks(args.suite),
+        learned,
+        num_test=args.num_test,
+        num_val=args.num_val,
+        seed=args.seed,
+        reuse=reuse,
+        progress=False,
+    )
+    if args.out:
+        compare.write_json(args.out, res)
+    logs = {k: [] for k in learned}
+    for c in res["cells"]:
+        ratios = [c["ratios"][k]["adam"]["ratio"] for k in learned]
+        for k, r in zip(learned, ratios, strict=True):
+            logs[k].append(np.log(r))
+        print(f"{c['task']:28s} {c['steps']:5d} " + " ".join(f"{r:9.3g}" for r in ratios))
+    for k, v in logs.items():
+        v = np.array(v)
+        print(
+            f"{k:60s} geomean {np.exp(v.mean()):.3f}  median {np.exp(np.median(v)):.3f}  "
+            f"wins {np.mean(v < 0):.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
