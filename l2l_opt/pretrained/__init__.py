@@ -15,7 +15,7 @@ DEFAULT = "mixture"
 SHA256 = {
     "mixture": "c3e60cbcb0b9affd8f4e394441d46d144e87383fbcee105274190384edc26fdc",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "cd08dac35f446944fde39f7bbb2822497593c0dba6abfb6bc19fd2f2ace93960",
+    "quadratic": "1b36c1257085d2a1fcb0e8a7ae9a0b12770c1db060bec1af3f7f9359ab77f6eb",
 }
 
 
