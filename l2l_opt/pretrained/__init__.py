@@ -13,7 +13,7 @@ from l2l_opt import architecture, checkpoint
 DEFAULT = "mixture"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "mixture": "c3e60cbcb0b9affd8f4e394441d46d144e87383fbcee105274190384edc26fdc",
+    "mixture": "d4083fe32122a8f4bb049dfc8168e4b6c8286a96ee0201622e435ca3157af1b2",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
     "quadratic": "1b36c1257085d2a1fcb0e8a7ae9a0b12770c1db060bec1af3f7f9359ab77f6eb",
 }
