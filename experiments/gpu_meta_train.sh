@@ -20,13 +20,7 @@
 # Meta-training rematerialises inner steps by default (a 64-task MNIST run needs about 8 GB;
 # with --no-remat about 42 GB, as when the shipped MNIST weights were trained).
 set -u
-PY=${PY:-python3}
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+. experiments/gpu_env.sh
 OUT=${OUT:-runs/gpu_out}
 BENCH=${BENCH:-1}
 MNIST=${MNIST-paper adam_start adam_start_fast}

@@ -11,15 +11,9 @@
 # Each line of a variants file is "NAME FLAGS...", the flags of `l2l-opt meta-train`, after
 # the common ones in COMMON (a file holding one line of flags; may be empty).
 set -u
-PY=${PY:-python3}
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
+. experiments/gpu_env.sh
 # Not installed: problems/ is l2l_opt.problems only through the package's install mapping.
 $PY -c "import l2l_opt.problems.suites" 2>/dev/null || ln -sfn ../problems l2l_opt/problems
-export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/gpu_out}
 BUDGET=${BUDGET:-400}
 RUNS=${RUNS:-runs/variants}

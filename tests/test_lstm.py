@@ -323,10 +323,7 @@ def test_to_gain_only_is_the_network_without_its_direction_head():
         [jax.random.normal(k2, (2, n)), jnp.ones((1, n)), jnp.full((1, n), 0.3)]
     )
     state = jax.tree.map(lambda z: jax.random.normal(k3, z.shape), lstm.initial_state(config, n))
-    want = lstm.apply_reference(zeroed, feats, state, config)
-    got = lstm.apply_reference(gain_theta, feats, state, gain)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    _assert_same_network((gain_theta, gain), (zeroed, config), feats, state, rtol=1e-5)
     with pytest.raises(ValueError, match="to_gain_only needs"):
         lstm.to_gain_only(gain_theta, gain)
 
@@ -341,12 +338,16 @@ def test_to_magnitude_cell_reads_the_cell_with_zero_weights():
     n = 9
     feats = jnp.concatenate([jax.random.normal(k2, (2, n)), jnp.zeros((2, n))])
     state = jax.tree.map(lambda z: jax.random.normal(k3, z.shape), lstm.initial_state(config, n))
-    want = lstm.apply_reference(theta, feats, state, config)
-    got = lstm.apply_reference(cell_theta, feats, state, cell)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-7)
+    _assert_same_network((cell_theta, cell), (theta, config), feats, state, rtol=1e-3)
     with pytest.raises(ValueError, match="to_magnitude_cell needs"):
         lstm.to_magnitude_cell(cell_theta, cell)
+
+
+def _assert_same_network(got, want, feats, state, rtol):
+    """Two (theta, config) networks give the same updates and states on these inputs."""
+    out = [lstm.apply_reference(theta, feats, state, config) for theta, config in (got, want)]
+    for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-7)
 
 
 def _adam_updates(params, grads, lr=0.01):
