@@ -90,11 +90,13 @@ class LSTMOptConfig:
       gain_adapt: beta > 0 multiplies every leaf's step by a gain :math:`e^{\ell}` of its own,
         adapted each step by normalised hypergradient descent on the step size (Baydin et
         al. 2018): :math:`\ell_t = \mathrm{clip}(\ell_{t-1} - \beta \cos(g_t, d_{t-1}), \pm M)`,
-        with :math:`d_{t-1}` the leaf's last step before its gain and M = `MAX_LOG_GAIN`.
+        with :math:`d_{t-1}` the leaf's last step before its gain and M = `gain_max`.
         The gain grows while the gradients keep pointing along the last step (steps too
         short) and shrinks when they turn back against it (steps that overshoot), so that
         the step size finds each problem's scale, beyond what the network's bounded
         magnitude reaches. 0 (default): no gain.
+      gain_max: M, the bound of each tensor's log-gain with `gain_adapt` (default
+        `MAX_LOG_GAIN`, gains within e^(+-6)).
     """
 
     num_layers: int = 2
@@ -114,6 +116,7 @@ class LSTMOptConfig:
     step_decay: float = 0.0
     gain_only: bool = False
     gain_adapt: float = 0.0
+    gain_max: float = MAX_LOG_GAIN
 
     name: ClassVar[str] = "lstm"
 
@@ -121,7 +124,7 @@ class LSTMOptConfig:
         check_positive_int(self, "num_layers", allow_zero=True)
         check_positive_int(self, "hidden_size")
         check_choice(self, "preprocessing", PREPROCESSINGS)
-        check_positive_float(self, "p", "output_scale")
+        check_positive_float(self, "p", "output_scale", "gain_max")
         check_unit_interval(self, "beta1", "beta2")
         if self.skip_init is not None:
             n = preprocessing.NUM_FEATURES[self.preprocessing]
@@ -681,7 +684,7 @@ def scale_by_lstm(
             if config.step_decay:
                 u_N = u_N * decay_factor(count, config.step_decay, u_N.dtype)
             if config.gain_adapt:
-                log_gain = adapt_log_gain(gd[0], g_N, gd[1], config.gain_adapt)
+                log_gain = adapt_log_gain(gd[0], g_N, gd[1], config.gain_adapt, config.gain_max)
                 gd = (log_gain, u_N)
                 u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
@@ -705,14 +708,17 @@ def scale_by_lstm(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def adapt_log_gain(log_gain: jax.Array, g_N: jax.Array, d_N: jax.Array, beta: float) -> jax.Array:
+def adapt_log_gain(
+    log_gain: jax.Array, g_N: jax.Array, d_N: jax.Array, beta: float, bound: float = MAX_LOG_GAIN
+) -> jax.Array:
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
-    :math:`\mathrm{clip}(\ell - \beta \cos(g, d), \pm M)`, with cos = 0 while d = 0 (the first
-    step). The cosine's square root is guarded, so its derivatives stay finite at d = 0."""
+    :math:`\mathrm{clip}(\ell - \beta \cos(g, d), \pm M)` with M = `bound`, and cos = 0 while
+    d = 0 (the first step). The cosine's square root is guarded, so its derivatives stay
+    finite at d = 0."""
     tiny = jnp.finfo(g_N.dtype).tiny
     inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
     cos = jnp.vdot(g_N, d_N) * inv_norm(g_N) * inv_norm(d_N)
-    return jnp.clip(log_gain - beta * cos.astype(log_gain.dtype), -MAX_LOG_GAIN, MAX_LOG_GAIN)
+    return jnp.clip(log_gain - beta * cos.astype(log_gain.dtype), -bound, bound)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:

@@ -79,6 +79,7 @@ def test_check_theta_rejects_other_shapes():
         ("gain_only", True),  # without a skip path and a magnitude head
         ("gain_adapt", -0.1),
         ("gain_adapt", float("nan")),
+        ("gain_max", 0.0),
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -239,12 +240,15 @@ def test_gain_only_steps_are_positive_multiples_of_adam_and_start_as_adam():
             assert np.ptp(factor) > 0.01  # the network does change the steps
 
 
-def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor():
+@pytest.mark.parametrize("bound", [lstm.MAX_LOG_GAIN, 0.2])
+def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor(bound):
     """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
-    exp(l), l <- clip(l - beta cos(g_t, d_{t-1})) with d the leaf's last step before its gain:
-    written out here with optax.scale_by_adam."""
+    exp(l), l <- clip(l - beta cos(g_t, d_{t-1}), +-gain_max) with d the leaf's last step
+    before its gain: written out here with optax.scale_by_adam."""
     beta, scale, tau = 0.3, 0.01, 50.0
-    config = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=beta)
+    config = dataclasses.replace(
+        PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=beta, gain_max=bound
+    )
     params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
     grads = [jax.tree.map(lambda p, k=k: jnp.cos(2.0 * p + 0.3 * k), params) for k in range(12)]
     tx = l2l_opt.learned_opt(config.init(jax.random.key(0)), config=config)
@@ -260,10 +264,11 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
             gk = np.asarray(g[k])
             norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
             cos = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
-            log_gain[k] = float(np.clip(log_gain[k] - beta * cos, -6, 6))
+            log_gain[k] = float(np.clip(log_gain[k] - beta * cos, -bound, bound))
             last[k] = d_k
             np.testing.assert_allclose(got[k], d_k * np.exp(log_gain[k]), rtol=2e-5, atol=1e-9)
     assert all(v != 0 for v in log_gain.values())
+    assert any(abs(v) == pytest.approx(0.2) for v in log_gain.values()) == (bound == 0.2)
 
 
 @pytest.mark.parametrize("scale,grows", [(1e-3, True), (3.0, False)])

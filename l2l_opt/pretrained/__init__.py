@@ -15,7 +15,7 @@ DEFAULT = "mixture"
 SHA256 = {
     "mixture": "d4083fe32122a8f4bb049dfc8168e4b6c8286a96ee0201622e435ca3157af1b2",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "1b36c1257085d2a1fcb0e8a7ae9a0b12770c1db060bec1af3f7f9359ab77f6eb",
+    "quadratic": "43e56f2a60bbb7bbe59095c93b9b902620357a9d1612d417e246b549820877f5",
 }
 
 
