@@ -714,7 +714,10 @@ def adapt_log_gain(
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
     :math:`\mathrm{clip}(\ell - \beta \cos(g, d), \pm M)` with M = `bound`, and cos = 0 while
     d = 0 (the first step). The cosine's square root is guarded, so its derivatives stay
-    finite at d = 0."""
+    finite at d = 0; it skips non-finite coordinates, so that one bad gradient coordinate
+    never reaches the gain of its whole tensor."""
+    ok = jnp.isfinite(g_N) & jnp.isfinite(d_N)
+    g_N, d_N = jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0)
     tiny = jnp.finfo(g_N.dtype).tiny
     inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
     cos = jnp.vdot(g_N, d_N) * inv_norm(g_N) * inv_norm(d_N)

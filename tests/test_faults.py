@@ -104,6 +104,10 @@ def test_one_bad_coordinate_stays_in_its_coordinate():
     finite_a = np.isfinite(np.asarray(updates["a"]))
     assert not finite_a[1, 2] and finite_a.sum() == 11
     assert np.isfinite(np.asarray(updates["b"][1:])).all()
+    # The default's per-tensor gain (`gain_adapt`) skips the bad coordinates.
+    assert all(np.isfinite(float(new_state[0].gain[k][0])) for k in params)
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), new_state, params)
+    assert np.isfinite(np.asarray(updates["a"])).sum() == 11
     lstm_a = new_state[0].lstm["a"]
     for layer in lstm_a:
         h = np.asarray(layer.hidden).T.reshape(3, 4, -1)
