@@ -714,13 +714,15 @@ def adapt_log_gain(
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
     :math:`\mathrm{clip}(\ell - \beta \cos(g, d), \pm M)` with M = `bound`, and cos = 0 while
     d = 0 (the first step). The cosine's square root is guarded, so its derivatives stay
-    finite at d = 0; it skips non-finite coordinates, so that one bad gradient coordinate
-    never reaches the gain of its whole tensor."""
-    ok = jnp.isfinite(g_N) & jnp.isfinite(d_N)
-    g_N, d_N = jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0)
+    finite at d = 0. Where it is not finite, it is taken over the finite coordinates only, so
+    that one bad gradient coordinate never reaches the gain of its whole tensor (and finite
+    inputs round exactly as without that fallback)."""
     tiny = jnp.finfo(g_N.dtype).tiny
     inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
-    cos = jnp.vdot(g_N, d_N) * inv_norm(g_N) * inv_norm(d_N)
+    cosine = lambda g, d: jnp.vdot(g, d) * inv_norm(g) * inv_norm(d)
+    cos = cosine(g_N, d_N)
+    ok = jnp.isfinite(g_N) & jnp.isfinite(d_N)
+    cos = jnp.where(jnp.isfinite(cos), cos, cosine(jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0)))
     return jnp.clip(log_gain - beta * cos.astype(log_gain.dtype), -bound, bound)
 
 
