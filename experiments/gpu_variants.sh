@@ -12,8 +12,6 @@
 # the common ones in COMMON (a file holding one line of flags; may be empty).
 set -u
 . experiments/gpu_env.sh
-# Not installed: problems/ is l2l_opt.problems only through the package's install mapping.
-$PY -c "import l2l_opt.problems.suites" 2>/dev/null || ln -sfn ../problems l2l_opt/problems
 OUT=${OUT:-runs/gpu_out}
 BUDGET=${BUDGET:-400}
 RUNS=${RUNS:-runs/variants}
@@ -27,8 +25,9 @@ train() {  # PIN NAME FLAGS...: one variant in the background: on the CPU core P
   local pin=$1 name=$2
   shift 2
   # shellcheck disable=SC2086
-  ${pin:+env JAX_PLATFORMS=cpu taskset -c $pin} timeout $((BUDGET + 120)) $PY -m l2l_opt.cli meta-train $COMMON "$@" \
-    --out "$RUNS/$name" --time-budget "$BUDGET" > "$RUNS/$name.log" 2>&1 &
+  ${pin:+env JAX_PLATFORMS=cpu taskset -c $pin} timeout $((BUDGET + 120)) \
+    $PY -m l2l_opt.cli meta-train $COMMON "$@" --out "$RUNS/$name" --time-budget "$BUDGET" \
+    > "$RUNS/$name.log" 2>&1 &
 }
 while read -r name flags; do
   [ -n "$name" ] && train "" "$name" $flags

@@ -5,17 +5,17 @@ the selection step of meta-training (validation tasks and seeds only).
       [--suite validation] [--seed 1] [--out scores.json]
 
 For each weights file or shipped name, not told and told the horizon (`num_steps=T`, where
-the network takes progress inputs), prints the ratio to tuned Adam on every cell, then the
+the network takes progress inputs), as `l2l-opt evaluate` labels them
+(`l2l_opt.cli.suite_optimizers`), prints the ratio to tuned Adam on every cell, then the
 geometric mean, median and fraction of cells below 1. The reused JSON is an `l2l-opt
 evaluate --suite SUITE --seed SEED` result with the same --num-test and --num-val.
 """
 
 import argparse
-import json
 
 import numpy as np
 
-from l2l_opt import compare, suite, transform
+from l2l_opt import cli, compare, suite
 from l2l_opt.problems import suites
 
 
@@ -29,14 +29,8 @@ def main() -> None:
     parser.add_argument("--num-val", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the suite result here (JSON)")
     args = parser.parse_args()
-    learned = {}
-    for w in args.weights:
-        theta, arch = transform.resolve_weights(w, None)
-        learned[w] = lambda n, theta=theta, arch=arch: arch.opt(theta)
-        if getattr(arch, "progress_features", False):
-            learned[f"{w} told"] = lambda n, theta=theta, arch=arch: arch.opt(theta, num_steps=n)
-    with open(args.reuse) as f:
-        reuse = json.load(f)
+    learned = cli.suite_optimizers(args.weights)
+    reuse = cli.load_suite_result(args.reuse, "--reuse")
     res = suite.run(
         suites.tasks(args.suite),
         learned,
@@ -57,7 +51,7 @@ def main() -> None:
     for k, v in logs.items():
         v = np.array(v)
         print(
-            f"{k:60s} geomean {np.exp(v.mean()):.3f}  median {np.exp(np.median(v)):.3f}  "
+            f"{k:70s} geomean {np.exp(v.mean()):.3f}  median {np.exp(np.median(v)):.3f}  "
             f"wins {np.mean(v < 0):.2f}"
         )
 

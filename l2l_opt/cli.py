@@ -313,6 +313,32 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     jax.distributed.initialize(coordinator, int(num_processes), int(process_id))
 
 
+def suite_optimizers(weights: list[str] | None) -> dict[str, Any]:
+    """``{label: steps -> optimizer}`` for `l2l_opt.suite.run`: each weights file or shipped
+    name (None: the default) as ``learned_opt(w)``, and, where it takes progress inputs, also
+    told each cell's horizon, ``learned_opt(w, num_steps=T)``."""
+    learned = {}
+    for w in weights or [None]:
+        theta, arch = transform.resolve_weights(w, None)
+        label = "learned_opt()" if w is None else f"learned_opt({w!r})"
+        learned[label] = lambda steps, theta=theta, arch=arch: arch.opt(theta)
+        if getattr(arch, "progress_features", False):  # also told each cell's horizon
+            told = label[:-1] + (", " if w is not None else "") + "num_steps=T)"
+            learned[told] = lambda steps, theta=theta, arch=arch: arch.opt(theta, num_steps=steps)
+    return learned
+
+
+def load_suite_result(path: str, flag: str) -> dict[str, Any]:
+    """An earlier ``suite.json``; UsageError naming `flag` and `path` if it is not one."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+        result["cells"]  # noqa: B018 (a suite result has cells)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{flag} {path}: not a readable suite.json ({e})") from None
+    return result
+
+
 def evaluate_suite(
     suite_name: str,
     weights: list[str],
@@ -333,24 +359,8 @@ def evaluate_suite(
     if do_no_harm < 0 or 0 < do_no_harm < 10:
         raise UsageError(f"--do-no-harm {do_no_harm} is invalid: give 0 (skip) or >= 10 steps")
     tasks = suites.tasks(suite_name)
-    learned = {}
-    for w in weights or [None]:
-        theta, arch = transform.resolve_weights(w, None)
-        label = "learned_opt()" if w is None else f"learned_opt({w!r})"
-        learned[label] = lambda steps, theta=theta, arch=arch: arch.opt(theta)
-        if getattr(arch, "progress_features", False):  # also told each cell's horizon
-            told = label[:-1] + (", " if w is not None else "") + "num_steps=T)"
-            learned[told] = lambda steps, theta=theta, arch=arch: arch.opt(theta, num_steps=steps)
-    reuse = None
-    if reuse_baselines:
-        try:
-            with open(reuse_baselines) as f:
-                reuse = json.load(f)
-            reuse["cells"]  # noqa: B018 (a suite result has cells)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UsageError(
-                f"--reuse-baselines {reuse_baselines}: not a readable suite.json ({e})"
-            ) from None
+    learned = suite_optimizers(weights)
+    reuse = load_suite_result(reuse_baselines, "--reuse-baselines") if reuse_baselines else None
     results = suite.run(tasks, learned, num_test=num_test, num_val=num_val, seed=seed, reuse=reuse)
     shipped = f"shipped:{pretrained.DEFAULT}"
     results.update(suite=suite_name, weights=[w or shipped for w in weights or [None]])

@@ -220,3 +220,14 @@ def test_plot_of_something_else_than_compare_results_is_one_line(tmp_path, conte
                check=False)  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "not the results of `l2l-opt compare`" in proc.stderr
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"num_test": 5}'])
+def test_evaluate_with_unreadable_reuse_baselines_is_one_line(tmp_path, content):
+    bad = tmp_path / "suite.json"
+    bad.write_text(content)
+    proc = l2l("evaluate", "--suite", "smoke", "--reuse-baselines", str(bad),
+               "--out", str(tmp_path / "out"), check=False)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert f"--reuse-baselines {bad}: not a readable suite.json" in proc.stderr
+    assert not (tmp_path / "out").exists()
