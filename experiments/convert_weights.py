@@ -4,6 +4,7 @@
   python experiments/convert_weights.py IN.npz OUT.npz --magnitude-cell
   python experiments/convert_weights.py IN.npz OUT.npz --gain-adapt 0.3 --step-decay 100
   python experiments/convert_weights.py IN.npz OUT.npz --gain-max 2
+  python experiments/convert_weights.py IN.npz OUT.npz --gain-leak 0.05 --gain-leak-above 2
 
 --gain-only (`lstm.to_gain_only`): keeps the LSTM, the magnitude head and the skip path's
 weights on the gradient features; drops the direction head and the skip path's weights on
@@ -11,8 +12,9 @@ the shared inputs (progress, clock), as for the shipped `"mixture"` weights
 (l2l_opt/pretrained/README.md).
 --magnitude-cell (`lstm.to_magnitude_cell`): the magnitude head also reads the LSTM's cell
 state, with zero weights on it.
---gain-adapt BETA, --gain-max M, --step-decay TAU: the same weights with these settings,
-which have no weights of their own (`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`).
+--gain-adapt BETA, --gain-max M, --step-decay TAU, --gain-leak LAMBDA, --gain-leak-above L0:
+the same weights with these settings, which have no weights of their own
+(`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`, `.gain_leak`, `.gain_leak_above`).
 Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
 OUT.npz`.
 """
@@ -34,11 +36,13 @@ def main() -> None:
     parser.add_argument("--gain-adapt", type=float, default=None, metavar="BETA")
     parser.add_argument("--gain-max", type=float, default=None, metavar="M")
     parser.add_argument("--step-decay", type=float, default=None, metavar="TAU")
+    parser.add_argument("--gain-leak", type=float, default=None, metavar="LAMBDA")
+    parser.add_argument("--gain-leak-above", type=float, default=None, metavar="L0")
     args = parser.parse_args()
-    names = ("gain_adapt", "gain_max", "step_decay")
+    names = ("gain_adapt", "gain_max", "step_decay", "gain_leak", "gain_leak_above")
     settings = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if not (args.gain_only or args.magnitude_cell or settings):
-        parser.error("give --gain-only, --magnitude-cell, --gain-adapt, --gain-max or --step-decay")
+        parser.error("give --gain-only, --magnitude-cell or one of the settings")
     theta, config = checkpoint.load_weights(args.src)
     done = []
     if args.gain_only:

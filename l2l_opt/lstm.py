@@ -97,6 +97,14 @@ class LSTMOptConfig:
         magnitude reaches. 0 (default): no gain.
       gain_max: M, the bound of each tensor's log-gain with `gain_adapt` (default
         `MAX_LOG_GAIN`, gains within e^(+-6)).
+      gain_leak: lambda >= 0 pulls a log-gain above l0 = `gain_leak_above` back by lambda of
+        its excess each step, :math:`\ell_t = \mathrm{clip}(\ell_{t-1} - \beta \cos -
+        \lambda \max(\ell_{t-1} - \ell_0, 0), \pm M)`, so that a steady signal settles the
+        gain near :math:`\ell_0 + \beta |\bar{\cos}| / \lambda`: a strong one (steps far
+        too short, cos near -1) still takes it to the bound, but the weak drift of a nearly
+        converged run on noisy batches (cos near -0.05) keeps it near l0 (without the leak it
+        reaches the bound, and long MLP runs blow up). 0 (default): no leak.
+      gain_leak_above: l0, the log-gain above which `gain_leak` pulls (default 0).
     """
 
     num_layers: int = 2
@@ -117,6 +125,8 @@ class LSTMOptConfig:
     gain_only: bool = False
     gain_adapt: float = 0.0
     gain_max: float = MAX_LOG_GAIN
+    gain_leak: float = 0.0
+    gain_leak_above: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -144,7 +154,15 @@ class LSTMOptConfig:
         check_choice(self, "head_init", HEAD_INITS)
         check_choice(self, "partition", PARTITIONS)
         check_bool(self, "progress_features", "time_features")
-        check_positive_float(self, "exp_mult", "step_decay", "gain_adapt", allow_zero=True)
+        check_positive_float(
+            self,
+            "exp_mult",
+            "step_decay",
+            "gain_adapt",
+            "gain_leak",
+            "gain_leak_above",
+            allow_zero=True,
+        )
         check_bool(self, "magnitude_cell", "gain_only")
         if self.gain_only:
             check(
@@ -154,6 +172,13 @@ class LSTMOptConfig:
                 self.gain_only,
                 "needs a skip path (skip_init) and a magnitude head (exp_mult > 0)",
             )
+        check(
+            not self.gain_leak or bool(self.gain_adapt),
+            "LSTMOptConfig",
+            "gain_leak",
+            self.gain_leak,
+            "needs the gain it pulls back (gain_adapt > 0)",
+        )
         if self.magnitude_cell:
             check(
                 bool(self.exp_mult) and self.num_layers > 0,
@@ -684,7 +709,15 @@ def scale_by_lstm(
             if config.step_decay:
                 u_N = u_N * decay_factor(count, config.step_decay, u_N.dtype)
             if config.gain_adapt:
-                log_gain = adapt_log_gain(gd[0], g_N, gd[1], config.gain_adapt, config.gain_max)
+                log_gain = adapt_log_gain(
+                    gd[0],
+                    g_N,
+                    gd[1],
+                    config.gain_adapt,
+                    config.gain_max,
+                    config.gain_leak,
+                    config.gain_leak_above,
+                )
                 gd = (log_gain, u_N)
                 u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
@@ -709,10 +742,17 @@ def scale_by_lstm(
 
 
 def adapt_log_gain(
-    log_gain: jax.Array, g_N: jax.Array, d_N: jax.Array, beta: float, bound: float = MAX_LOG_GAIN
+    log_gain: jax.Array,
+    g_N: jax.Array,
+    d_N: jax.Array,
+    beta: float,
+    bound: float = MAX_LOG_GAIN,
+    leak: float = 0.0,
+    leak_above: float = 0.0,
 ) -> jax.Array:
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
-    :math:`\mathrm{clip}(\ell - \beta \cos(g, d), \pm M)` with M = `bound`, and cos = 0 while
+    :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell, 0), \pm M)` with
+    M = `bound` and lambda = `leak` (`LSTMOptConfig.gain_leak`), and cos = 0 while
     d = 0 (the first step). The cosine's square root is guarded, so its derivatives stay
     finite at d = 0. Where it is not finite, it is taken over the finite coordinates only, so
     that one bad gradient coordinate never reaches the gain of its whole tensor (and finite
@@ -723,7 +763,10 @@ def adapt_log_gain(
     cos = cosine(g_N, d_N)
     ok = jnp.isfinite(g_N) & jnp.isfinite(d_N)
     cos = jnp.where(jnp.isfinite(cos), cos, cosine(jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0)))
-    return jnp.clip(log_gain - beta * cos.astype(log_gain.dtype), -bound, bound)
+    new = log_gain - beta * cos.astype(log_gain.dtype)
+    if leak:
+        new = new - leak * jnp.maximum(log_gain - leak_above, 0)
+    return jnp.clip(new, -bound, bound)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:

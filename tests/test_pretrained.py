@@ -41,9 +41,10 @@ def test_the_mixture_weights_are_the_cheap_shape_trained_on_training_families_on
     assert config.preprocessing == "adam" and config.num_layers == 1 and config.hidden_size == 4
     assert config.progress_features and config.exp_mult > 0
     # Steps are positive multiples of Adam's on an inverse-square-root decay, times a gain
-    # per tensor adapted by hypergradient descent.
+    # per tensor adapted by hypergradient descent, leaking back above a threshold (so that a
+    # weak drift cannot carry it to its bound on long runs).
     assert config.gain_only and config.skip_init == (0.0, -1.0) and config.step_decay > 0
-    assert config.gain_adapt > 0
+    assert config.gain_adapt > 0 and config.gain_leak > 0 and config.gain_leak_above > 0
     info = l2l_opt.checkpoint.read_weights_info(pretrained.path("mixture"))
     assert info["config"]["estimator"] == "pes" and info["outer_steps"] > 0
     # Meta-trained on the suite's training families only, never on a held-out task.

@@ -13,9 +13,9 @@ from l2l_opt import architecture, checkpoint
 DEFAULT = "mixture"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "mixture": "d4083fe32122a8f4bb049dfc8168e4b6c8286a96ee0201622e435ca3157af1b2",
+    "mixture": "24b9b884bfe08cdecc0fb24ae7967a3f977c832e6d19b8d687ddab7cbedd3229",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "43e56f2a60bbb7bbe59095c93b9b902620357a9d1612d417e246b549820877f5",
+    "quadratic": "e15cd15f26d7703208a2721587248e7349fede4fb1ad2873c2f1043e7acce354",
 }
 
 
