@@ -751,12 +751,12 @@ def adapt_log_gain(
     leak_above: float = 0.0,
 ) -> jax.Array:
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
-    :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell, 0), \pm M)` with
-    M = `bound` and lambda = `leak` (`LSTMOptConfig.gain_leak`), and cos = 0 while
-    d = 0 (the first step). The cosine's square root is guarded, so its derivatives stay
-    finite at d = 0. Where it is not finite, it is taken over the finite coordinates only, so
-    that one bad gradient coordinate never reaches the gain of its whole tensor (and finite
-    inputs round exactly as without that fallback)."""
+    :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0), \pm M)`
+    with M = `bound`, lambda = `leak` and l0 = `leak_above` (`LSTMOptConfig.gain_leak`), and
+    cos = 0 while d = 0 (the first step). The cosine's square root is guarded, so its
+    derivatives stay finite at d = 0. Where it is not finite, it is taken over the finite
+    coordinates only, so that one bad gradient coordinate never reaches the gain of its whole
+    tensor (and finite inputs round exactly as without that fallback)."""
     tiny = jnp.finfo(g_N.dtype).tiny
     inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
     cosine = lambda g, d: jnp.vdot(g, d) * inv_norm(g) * inv_norm(d)
