@@ -24,6 +24,15 @@ import dataclasses
 
 from l2l_opt import checkpoint, lstm
 
+# `LSTMOptConfig` fields without weights of their own, and their flags' metavars.
+SETTINGS = {
+    "gain_adapt": "BETA",
+    "gain_max": "M",
+    "step_decay": "TAU",
+    "gain_leak": "LAMBDA",
+    "gain_leak_above": "L0",
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,16 +42,13 @@ def main() -> None:
     parser.add_argument(
         "--magnitude-cell", action="store_true", help="let the magnitude head read the cell"
     )
-    parser.add_argument("--gain-adapt", type=float, default=None, metavar="BETA")
-    parser.add_argument("--gain-max", type=float, default=None, metavar="M")
-    parser.add_argument("--step-decay", type=float, default=None, metavar="TAU")
-    parser.add_argument("--gain-leak", type=float, default=None, metavar="LAMBDA")
-    parser.add_argument("--gain-leak-above", type=float, default=None, metavar="L0")
+    for name, metavar in SETTINGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, metavar=metavar)
     args = parser.parse_args()
-    names = ("gain_adapt", "gain_max", "step_decay", "gain_leak", "gain_leak_above")
-    settings = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
     if not (args.gain_only or args.magnitude_cell or settings):
-        parser.error("give --gain-only, --magnitude-cell or one of the settings")
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in SETTINGS)
+        parser.error(f"give --gain-only, --magnitude-cell or a setting ({flags})")
     theta, config = checkpoint.load_weights(args.src)
     done = []
     if args.gain_only:

@@ -55,7 +55,7 @@ if [ -n "${VALIDATE:-}" ]; then  # score each variant on the validation suite, o
 fi
 echo "wall seconds: $(( $(date +%s) - start ))" >> "$RUNS/machine.txt"
 tar czf "$OUT/variants.tar.gz" "$RUNS"/machine.txt "$RUNS"/*.log "$RUNS"/*.val \
-  $(ls "$RUNS"/*/weights.npz "$RUNS"/*/metrics.jsonl "$RUNS"/*/COMMAND.txt 2>/dev/null)
+  $(ls "$RUNS"/*/weights.npz "$RUNS"/*/metrics.jsonl 2>/dev/null)
 for f in "$RUNS"/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -n 1; done
 grep -h geomean "$RUNS"/*.val 2>/dev/null
 cat "$RUNS/machine.txt"
