@@ -105,6 +105,27 @@ class LSTMOptConfig:
         converged run on noisy batches (cos near -0.05) keeps it near l0 (without the leak it
         reaches the bound, and long MLP runs blow up). 0 (default): no leak.
       gain_leak_above: l0, the log-gain above which `gain_leak` pulls (default 0).
+      gain_floor: L >= 0: with `gain_leak` lambda, a log-gain below -L is pulled back up by
+        lambda of its shortfall too, :math:`+\lambda \max(-L - \ell_{t-1}, 0)`, so that the
+        weak upward drift of the cosine on noisy batches (each step's noise overshoots a
+        little: the one-step rule's bias towards short steps, Wu et al. 2018) settles the
+        gain near :math:`-L - \beta \bar{\cos} / \lambda` instead of at the bound.
+        0 (default): no floor.
+      gain_warmup: W > 0: the log-gain's upper bound rises from 0 to `gain_max` over the
+        first W steps, :math:`\ell_t \le M \min(1, t / W)`, so that the steady gradients
+        at the start of a run cannot raise the gain to large factors within a few steps
+        (before the run has shown how much it tolerates). 0 (default): the bound is M from the
+        first step.
+      gain_trace: rho in [0, 1): the direction d the gain compares the gradient with is a
+        trace of the leaf's last steps, :math:`d_t = \rho d_{t-1} + u_t`, instead of the last
+        step alone (rho = 0, default). The cosine then asks whether a common rescaling of the
+        last :math:`1 / (1 - \rho)` or so steps would lower the loss, not the last step
+        alone; on noisy batches one step's noise is then averaged out of d, and the gain is
+        less biased towards short steps (Wu et al. 2018, short-horizon bias).
+      gain_size: N0 >= 0 scales beta for a leaf of N coordinates by
+        :math:`\sqrt{N / (N + N_0)}`: the cosine of two noisy N-vectors scatters by about
+        :math:`1 / \sqrt{N}`, so that a tiny leaf's gain (a bias of 4 entries) otherwise walks
+        at random on noisy batches. 0 (default): the same beta for every leaf.
     """
 
     num_layers: int = 2
@@ -127,6 +148,10 @@ class LSTMOptConfig:
     gain_max: float = MAX_LOG_GAIN
     gain_leak: float = 0.0
     gain_leak_above: float = 0.0
+    gain_floor: float = 0.0
+    gain_warmup: float = 0.0
+    gain_trace: float = 0.0
+    gain_size: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -135,7 +160,7 @@ class LSTMOptConfig:
         check_positive_int(self, "hidden_size")
         check_choice(self, "preprocessing", PREPROCESSINGS)
         check_positive_float(self, "p", "output_scale", "gain_max")
-        check_unit_interval(self, "beta1", "beta2")
+        check_unit_interval(self, "beta1", "beta2", "gain_trace")
         if self.skip_init is not None:
             n = preprocessing.NUM_FEATURES[self.preprocessing]
             ok = (
@@ -161,6 +186,9 @@ class LSTMOptConfig:
             "gain_adapt",
             "gain_leak",
             "gain_leak_above",
+            "gain_size",
+            "gain_floor",
+            "gain_warmup",
             allow_zero=True,
         )
         check_bool(self, "magnitude_cell", "gain_only")
@@ -172,6 +200,21 @@ class LSTMOptConfig:
                 self.gain_only,
                 "needs a skip path (skip_init) and a magnitude head (exp_mult > 0)",
             )
+        for field in ("gain_trace", "gain_size", "gain_warmup"):
+            check(
+                not getattr(self, field) or bool(self.gain_adapt),
+                "LSTMOptConfig",
+                field,
+                getattr(self, field),
+                "needs the gain it acts on (gain_adapt > 0)",
+            )
+        check(
+            not self.gain_floor or bool(self.gain_leak),
+            "LSTMOptConfig",
+            "gain_floor",
+            self.gain_floor,
+            "needs the leak that pulls the gain up to it (gain_leak > 0)",
+        )
         check(
             not self.gain_leak or bool(self.gain_adapt),
             "LSTMOptConfig",
@@ -411,7 +454,7 @@ def apply_features(
     """One network step on ready features ``[F, N]`` and state ``[H, N]``: ``(update_N, state)``.
 
     Computes `network(config)` with coordinates last (`_lstm_columns`). Large inputs (more
-    than ``16 * chunk`` coordinates; `chunk` defaults to `default_chunk()`) go through the
+    than ``16 * chunk`` coordinates; `chunk` defaults to `default_chunk(config)`) go through the
     network in blocks of `chunk` coordinates, one after another, so that each block's
     ``[4H, chunk]`` gates stay in cache instead of going to memory. Every coordinate is
     computed by the same operations, so the results are the same.
@@ -421,7 +464,7 @@ def apply_features(
     state's own dtype.
     """
     n = feats_FxN.shape[-1]
-    chunk = default_chunk() if chunk is None else chunk
+    chunk = default_chunk(config) if chunk is None else chunk
     if not chunk or n <= 16 * chunk:
         return _cast_step(theta, feats_FxN, state, config)
     if any(a.dtype.itemsize == 2 for a in jax.tree.leaves(state)):
@@ -499,11 +542,15 @@ def _blocks_of_bits_jvp(config, chunk, primals, tangents):
     return jax.jvp(cast_first, primals, tangents)
 
 
-def default_chunk() -> int:
-    """Coordinates per block: 8192 on CPU (a block's [80, 8192] gates stay in cache; the
-    benchmark's rows with and without blocks are in docs/performance.md), 0 (no blocks)
-    elsewhere."""
-    return 8192 if jax.default_backend() == "cpu" else 0
+def default_chunk(config: "LSTMOptConfig | None" = None) -> int:
+    """Coordinates per block on CPU: 655,360 / 4H for `config`'s H units per layer, so that a
+    block's ``[4H, chunk]`` gates (2.6 MB) stay in cache: 8,192 for the paper's 2 x 20 network
+    (the default without `config`), 40,960 for the shipped 1 x 4 one (docs/performance.md has
+    the benchmark's rows). 0 (no blocks) elsewhere."""
+    if jax.default_backend() != "cpu":
+        return 0
+    hidden = LSTMOptConfig().hidden_size if config is None else config.hidden_size
+    return 655_360 // (4 * hidden)
 
 
 @functools.cache
@@ -548,7 +595,7 @@ class LearnedOptState(NamedTuple):
     lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([H, leaf.size]) per layer
     moments: optax.Updates  # per leaf: (m, v) [leaf.size] for "adam" features, else ()
     count: jax.Array  # shape=(), dtype=int32
-    gain: optax.Updates = ()  # per leaf: (log-gain [], last step d [leaf.size]) with gain_adapt
+    gain: optax.Updates = ()  # per leaf: (log-gain [], last step or its trace d [leaf.size])
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -605,7 +652,7 @@ def scale_by_lstm(
         is stored in between steps (computation stays in float32); bfloat16 halves the
         state's memory and traffic.
       chunk: coordinates per block of the XLA path (`apply_features`); ``None`` for
-        `default_chunk()` of the backend, 0 for no blocks.
+        `default_chunk(config)` of the backend, 0 for no blocks.
       tiling: the Pallas kernel's `l2l_opt.pallas_lstm.Tiling`; None for its default.
       num_steps: the run's horizon T, for a config with `progress_features` (None or a
         value <= 0: not given); an error for a config without them.
@@ -709,16 +756,26 @@ def scale_by_lstm(
             if config.step_decay:
                 u_N = u_N * decay_factor(count, config.step_decay, u_N.dtype)
             if config.gain_adapt:
+                beta = config.gain_adapt
+                if config.gain_size:
+                    beta *= math.sqrt(g_N.size / (g_N.size + config.gain_size))
+                upper = None
+                if config.gain_warmup:
+                    ramp = count.astype(gd[0].dtype) / config.gain_warmup
+                    upper = config.gain_max * jnp.minimum(ramp, 1)
                 log_gain = adapt_log_gain(
                     gd[0],
                     g_N,
                     gd[1],
-                    config.gain_adapt,
+                    beta,
                     config.gain_max,
                     config.gain_leak,
                     config.gain_leak_above,
+                    config.gain_floor,
+                    upper,
                 )
-                gd = (log_gain, u_N)
+                trace = config.gain_trace * gd[1] + u_N if config.gain_trace else u_N
+                gd = (log_gain, trace)
                 u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
@@ -749,10 +806,13 @@ def adapt_log_gain(
     bound: float = MAX_LOG_GAIN,
     leak: float = 0.0,
     leak_above: float = 0.0,
+    floor: float = 0.0,
+    upper: jax.Array | None = None,
 ) -> jax.Array:
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
-    :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0), \pm M)`
-    with M = `bound`, lambda = `leak` and l0 = `leak_above` (`LSTMOptConfig.gain_leak`), and
+    :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0) + \lambda
+    \max(-L - \ell, 0), -M, U)` with M = `bound`, U = `upper` (M if None), lambda = `leak`,
+    l0 = `leak_above` (`LSTMOptConfig.gain_leak`) and L = `floor` (0: no floor), and
     cos = 0 while d = 0 (the first step). The cosine's square root is guarded, so its
     derivatives stay finite at d = 0. Where it is not finite, it is taken over the finite
     coordinates only, so that one bad gradient coordinate never reaches the gain of its whole
@@ -761,12 +821,19 @@ def adapt_log_gain(
     inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
     cosine = lambda g, d: jnp.vdot(g, d) * inv_norm(g) * inv_norm(d)
     cos = cosine(g_N, d_N)
-    ok = jnp.isfinite(g_N) & jnp.isfinite(d_N)
-    cos = jnp.where(jnp.isfinite(cos), cos, cosine(jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0)))
+
+    def finite_only():
+        ok = jnp.isfinite(g_N) & jnp.isfinite(d_N)
+        return cosine(jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0))
+
+    # A branch, so that the fallback's passes over the tensor run only when it is needed.
+    cos = jax.lax.cond(jnp.isfinite(cos), lambda: cos, finite_only)
     new = log_gain - beta * cos.astype(log_gain.dtype)
     if leak:
         new = new - leak * jnp.maximum(log_gain - leak_above, 0)
-    return jnp.clip(new, -bound, bound)
+    if leak and floor:
+        new = new + leak * jnp.maximum(-floor - log_gain, 0)
+    return jnp.clip(new, -bound, bound if upper is None else upper)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:

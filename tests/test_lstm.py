@@ -83,6 +83,14 @@ def test_check_theta_rejects_other_shapes():
         ("gain_leak", -0.1),
         ("gain_leak", 0.1),  # without gain_adapt
         ("gain_leak_above", float("inf")),
+        ("gain_floor", -1.0),
+        ("gain_floor", 1.0),  # without gain_leak
+        ("gain_warmup", float("nan")),
+        ("gain_warmup", 10.0),  # without gain_adapt
+        ("gain_trace", 1.0),
+        ("gain_trace", 0.5),  # without gain_adapt
+        ("gain_size", -1.0),
+        ("gain_size", 10.0),  # without gain_adapt
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -243,25 +251,33 @@ def test_gain_only_steps_are_positive_multiples_of_adam_and_start_as_adam():
             assert np.ptp(factor) > 0.01  # the network does change the steps
 
 
-@pytest.mark.parametrize(
-    "bound,leak,above",
-    [(lstm.MAX_LOG_GAIN, 0.0, 0.0), (0.2, 0.0, 0.0), (lstm.MAX_LOG_GAIN, 0.1, 0.5)],
-)
-def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor(
-    bound, leak, above
-):
+GAIN_RULES = {
+    "plain": {},
+    "bound": {"gain_max": 0.2},
+    "leak": {"gain_leak": 0.1, "gain_leak_above": 0.5},
+    "floor": {"gain_leak": 0.1, "gain_leak_above": 0.5, "gain_floor": 0.1},
+    "warmup": {"gain_warmup": 8.0, "gain_max": 0.5},
+    "trace": {"gain_trace": 0.8},
+    "size": {"gain_size": 3.0},
+}
+
+
+@pytest.mark.parametrize("rule", GAIN_RULES)
+def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor(rule):
     """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
-    exp(l), l <- clip(l - beta cos(g_t, d_{t-1}) - leak max(l - above, 0), +-gain_max) with d
-    the leaf's last step before its gain: written out here with optax.scale_by_adam."""
+    exp(l), l <- clip(l - beta' cos(g_t, d_{t-1}) - leak max(l - above, 0) + leak max(-floor
+    - l, 0), -M, M min(1, t / warmup)), beta' = beta sqrt(N / (N + size)), with d the trace
+    rho d + u of the leaf's steps before its gain: written out here with optax.scale_by_adam."""
     beta, scale, tau = 0.3, 0.01, 50.0
     config = dataclasses.replace(
-        PROGRESS_NET,
-        step_decay=tau,
-        exp_mult=1.0,
-        gain_adapt=beta,
-        gain_max=bound,
-        gain_leak=leak,
-        gain_leak_above=above,
+        PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=beta, **GAIN_RULES[rule]
+    )
+    bound, leak, above = config.gain_max, config.gain_leak, config.gain_leak_above
+    floor, warmup, rho, size = (
+        config.gain_floor,
+        config.gain_warmup,
+        config.gain_trace,
+        config.gain_size,
     )
     params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
     grads = [jax.tree.map(lambda p, k=k: jnp.cos(2.0 * p + 0.3 * k), params) for k in range(12)]
@@ -278,12 +294,16 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
             gk = np.asarray(g[k])
             norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
             cos = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
+            b = beta * np.sqrt(gk.size / (gk.size + size))
             pull = leak * max(log_gain[k] - above, 0.0)
-            log_gain[k] = float(np.clip(log_gain[k] - beta * cos - pull, -bound, bound))
-            last[k] = d_k
+            if floor:
+                pull -= leak * max(-floor - log_gain[k], 0.0)
+            upper = bound * min(1.0, t / warmup) if warmup else bound
+            log_gain[k] = float(np.clip(log_gain[k] - b * cos - pull, -bound, upper))
+            last[k] = rho * last[k] + d_k
             np.testing.assert_allclose(got[k], d_k * np.exp(log_gain[k]), rtol=2e-5, atol=1e-9)
     assert all(v != 0 for v in log_gain.values())
-    assert any(abs(v) == pytest.approx(0.2) for v in log_gain.values()) == (bound == 0.2)
+    assert any(abs(v) == pytest.approx(0.2) for v in log_gain.values()) == (rule == "bound")
 
 
 @pytest.mark.parametrize(
@@ -300,6 +320,25 @@ def test_gain_leak_caps_a_weak_drift_but_not_a_strong_signal(g, beta, settles):
     assert float(log_gain) == pytest.approx(settles, abs=0.01)
     no_leak = lstm.adapt_log_gain(log_gain, g, d, beta, 6.0)
     assert float(no_leak) > float(log_gain) or float(log_gain) == 6.0
+
+
+@pytest.mark.parametrize(
+    "g,beta,settles",
+    [((0.05, 0.95), 0.3, -1.15), ((1.0, 0.0), 0.3, -4.0), ((1.0, 0.0), 1.0, -6.0)],
+)
+def test_gain_floor_holds_a_weak_downward_drift_but_not_a_strong_signal(g, beta, settles):
+    """With a floor L and leak lambda the log-gain below -L settles at -L - beta cos / lambda,
+    or at the bound: the weak drift of noisy batches (cos +0.05) stays near -L; steps that
+    truly overshoot (cos near +1) still shrink the gain far."""
+    g, d = jnp.array(g), jnp.array([1.0, 0.0])
+    log_gain = jnp.zeros([])
+    for _ in range(500):
+        log_gain = lstm.adapt_log_gain(
+            log_gain, g, d, beta, 6.0, leak=0.1, leak_above=2.0, floor=1.0
+        )
+    assert float(log_gain) == pytest.approx(settles, abs=0.01)
+    no_floor = lstm.adapt_log_gain(log_gain, g, d, beta, 6.0, leak=0.1, leak_above=2.0)
+    assert float(no_floor) < float(log_gain) or float(log_gain) == -6.0
 
 
 @pytest.mark.parametrize("scale,grows", [(1e-3, True), (3.0, False)])

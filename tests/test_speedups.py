@@ -170,8 +170,19 @@ def test_bfloat16_state_is_cast_block_by_block():
     np.testing.assert_allclose(tangents[1], tangents[0], rtol=1e-5)
 
 
+def test_default_chunk_keeps_a_blocks_gates_the_same_size():
+    """655,360 / 4H coordinates per block on CPU: 8,192 for the 2 x 20 network, 40,960 for
+    the shipped 1 x 4 one; no blocks elsewhere."""
+    expected = {20: 8192, 4: 40960} if jax.default_backend() == "cpu" else {20: 0, 4: 0}
+    for hidden, chunk in expected.items():
+        assert lstm.default_chunk(LSTMOptConfig(hidden_size=hidden)) == chunk
+    assert lstm.default_chunk() == expected[20]
+    assert lstm.default_chunk(l2l_opt.pretrained.load("mixture")[1]) == expected[4]
+
+
 def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
-    """Tolerance: 1e-6 relative over 3 steps of a 140,001-coordinate leaf (> 16 x 8192)."""
+    """Tolerance: 1e-6 relative over 3 steps of a 140,001-coordinate leaf (> 16 x 8192) in
+    blocks of 8,192 against none."""
     params = {"w": jnp.zeros((140_001,)), "b": jnp.zeros((3,))}
     grads = [
         jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.PRNGKey(i), p.shape), params)
@@ -187,9 +198,7 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
             out.append(updates)
         return out
 
-    if jax.default_backend() == "cpu":
-        assert lstm.default_chunk() == 8192
-    blocked = run()
+    blocked = run(chunk=8192)
     plain = run(chunk=0)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(blocked), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
