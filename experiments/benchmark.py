@@ -15,8 +15,9 @@ Memory-traffic bound of the optimizer step: bytes per coordinate / the device's 
 bandwidth, measured in the same run (x <- 2x + 1 in place on a large float32 array: 8 B per
 element).
   train_step   one jitted training step (loss, gradient, update) of an MLP on MNIST-shaped
-               data (16k, 269k, 1.9M params) with learned_opt() against optax.adam, and
-               the optimizer state's bytes per parameter
+               data (16k, 269k, 1.9M params) with learned_opt() against optax.adam, timed in
+               5 interleaved rounds (median ratio and range), and the optimizer state's
+               bytes per parameter
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
 Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
@@ -232,9 +233,9 @@ def ours_meta_step(
     }
 
 
-# (label, hidden sizes, batch): full training steps of MLPs on MNIST-shaped data.
 # Rounds of the training steps, each workload in turn (`interleaved`).
 TRAIN_STEP_ROUNDS = 5
+# (label, hidden sizes, batch): full training steps of MLPs on MNIST-shaped data.
 TRAIN_STEP_MODELS = [
     ("mlp 784-20-10", (20,), 128),
     ("mlp 784-256-256-10", (256, 256), 128),

@@ -542,7 +542,7 @@ def _blocks_of_bits_jvp(config, chunk, primals, tangents):
     return jax.jvp(cast_first, primals, tangents)
 
 
-def default_chunk(config: "LSTMOptConfig | None" = None) -> int:
+def default_chunk(config: LSTMOptConfig | None = None) -> int:
     """Coordinates per block on CPU: 655,360 / 4H for `config`'s H units per layer, so that a
     block's ``[4H, chunk]`` gates (2.6 MB) stay in cache: 8,192 for the paper's 2 x 20 network
     (the default without `config`), 40,960 for the shipped 1 x 4 one (docs/performance.md has
