@@ -251,15 +251,47 @@ def test_gain_only_steps_are_positive_multiples_of_adam_and_start_as_adam():
             assert np.ptp(factor) > 0.01  # the network does change the steps
 
 
+# Gain settings (`LSTMOptConfig`), and whether the gradients turn back every other pair of
+# steps (so that the gains fall, which the floor needs to act).
 GAIN_RULES = {
-    "plain": {},
-    "bound": {"gain_max": 0.2},
-    "leak": {"gain_leak": 0.1, "gain_leak_above": 0.5},
-    "floor": {"gain_leak": 0.1, "gain_leak_above": 0.5, "gain_floor": 0.1},
-    "warmup": {"gain_warmup": 8.0, "gain_max": 0.5},
-    "trace": {"gain_trace": 0.8},
-    "size": {"gain_size": 3.0},
+    "plain": ({}, False),
+    "bound": ({"gain_max": 0.2}, False),
+    "leak": ({"gain_leak": 0.1, "gain_leak_above": 0.5}, False),
+    "floor": ({"gain_leak": 0.1, "gain_leak_above": 0.5, "gain_floor": 0.1}, True),
+    "warmup": ({"gain_warmup": 8.0, "gain_max": 0.5}, False),
+    "trace": ({"gain_trace": 0.8}, False),
+    "size": ({"gain_size": 3.0}, False),
 }
+
+
+def written_out_gain_steps(config, grads, scale, tau):
+    """Each step of `config`'s optimizer with zero heads, written out with
+    optax.scale_by_adam: a list of ``{leaf: update}``, and the final log-gains."""
+    beta, bound = config.gain_adapt, config.gain_max
+    leak, above, floor = config.gain_leak, config.gain_leak_above, config.gain_floor
+    adam = optax.scale_by_adam()
+    adam_state = adam.init(grads[0])
+    log_gain = {k: 0.0 for k in grads[0]}
+    last = {k: np.zeros(np.shape(v)) for k, v in grads[0].items()}
+    steps = []
+    for t, g in enumerate(grads, start=1):
+        d, adam_state = adam.update(g, adam_state)
+        step = {}
+        for k in g:
+            d_k = -scale / np.sqrt(1 + t / tau) * np.asarray(d[k])
+            gk = np.asarray(g[k])
+            norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
+            cos = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
+            b = beta * np.sqrt(gk.size / (gk.size + config.gain_size))
+            pull = leak * max(log_gain[k] - above, 0.0)
+            if floor:
+                pull -= leak * max(-floor - log_gain[k], 0.0)
+            upper = bound * min(1.0, t / config.gain_warmup) if config.gain_warmup else bound
+            log_gain[k] = float(np.clip(log_gain[k] - b * cos - pull, -bound, upper))
+            last[k] = config.gain_trace * last[k] + d_k
+            step[k] = d_k * np.exp(log_gain[k])
+        steps.append(step)
+    return steps, log_gain
 
 
 @pytest.mark.parametrize("rule", GAIN_RULES)
@@ -267,43 +299,28 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
     exp(l), l <- clip(l - beta' cos(g_t, d_{t-1}) - leak max(l - above, 0) + leak max(-floor
     - l, 0), -M, M min(1, t / warmup)), beta' = beta sqrt(N / (N + size)), with d the trace
-    rho d + u of the leaf's steps before its gain: written out here with optax.scale_by_adam."""
-    beta, scale, tau = 0.3, 0.01, 50.0
-    config = dataclasses.replace(
-        PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=beta, **GAIN_RULES[rule]
-    )
-    bound, leak, above = config.gain_max, config.gain_leak, config.gain_leak_above
-    floor, warmup, rho, size = (
-        config.gain_floor,
-        config.gain_warmup,
-        config.gain_trace,
-        config.gain_size,
-    )
+    rho d + u of the leaf's steps before its gain (`written_out_gain_steps`). Each rule's
+    setting changes the gains from the plain rule's on these gradients."""
+    scale, tau = 0.01, 50.0
+    plain = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=0.3)
+    settings, turn_back = GAIN_RULES[rule]
+    config = dataclasses.replace(plain, **settings)
     params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
-    grads = [jax.tree.map(lambda p, k=k: jnp.cos(2.0 * p + 0.3 * k), params) for k in range(12)]
+    sign = lambda k: -1.0 if turn_back and k % 4 >= 2 else 1.0
+    grads = [
+        jax.tree.map(lambda p, k=k: sign(k) * jnp.cos(2.0 * p + 0.3 * k), params) for k in range(12)
+    ]
     tx = l2l_opt.learned_opt(config.init(jax.random.key(0)), config=config)
     state = tx.init(params)
-    adam, adam_state = optax.scale_by_adam(), optax.scale_by_adam().init(params)
-    log_gain = {k: 0.0 for k in params}
-    last = {k: np.zeros(np.shape(v)) for k, v in params.items()}
-    for t, g in enumerate(grads, start=1):
+    expected, log_gain = written_out_gain_steps(config, grads, scale, tau)
+    for g, want in zip(grads, expected, strict=True):
         got, state = tx.update(g, state, params)
-        d, adam_state = adam.update(g, adam_state)
         for k in params:
-            d_k = -scale / np.sqrt(1 + t / tau) * np.asarray(d[k])
-            gk = np.asarray(g[k])
-            norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
-            cos = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
-            b = beta * np.sqrt(gk.size / (gk.size + size))
-            pull = leak * max(log_gain[k] - above, 0.0)
-            if floor:
-                pull -= leak * max(-floor - log_gain[k], 0.0)
-            upper = bound * min(1.0, t / warmup) if warmup else bound
-            log_gain[k] = float(np.clip(log_gain[k] - b * cos - pull, -bound, upper))
-            last[k] = rho * last[k] + d_k
-            np.testing.assert_allclose(got[k], d_k * np.exp(log_gain[k]), rtol=2e-5, atol=1e-9)
+            np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-9)
     assert all(v != 0 for v in log_gain.values())
     assert any(abs(v) == pytest.approx(0.2) for v in log_gain.values()) == (rule == "bound")
+    plain_gain = written_out_gain_steps(plain, grads, scale, tau)[1]
+    assert (log_gain != plain_gain) == (rule != "plain")
 
 
 @pytest.mark.parametrize(
