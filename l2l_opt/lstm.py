@@ -200,7 +200,7 @@ class LSTMOptConfig:
                 self.gain_only,
                 "needs a skip path (skip_init) and a magnitude head (exp_mult > 0)",
             )
-        for field in ("gain_trace", "gain_size", "gain_warmup"):
+        for field in ("gain_leak", "gain_trace", "gain_size", "gain_warmup"):
             check(
                 not getattr(self, field) or bool(self.gain_adapt),
                 "LSTMOptConfig",
@@ -214,13 +214,6 @@ class LSTMOptConfig:
             "gain_floor",
             self.gain_floor,
             "needs the leak that pulls the gain up to it (gain_leak > 0)",
-        )
-        check(
-            not self.gain_leak or bool(self.gain_adapt),
-            "LSTMOptConfig",
-            "gain_leak",
-            self.gain_leak,
-            "needs the gain it pulls back (gain_adapt > 0)",
         )
         if self.magnitude_cell:
             check(
