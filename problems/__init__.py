@@ -52,6 +52,11 @@ FAMILIES: dict[str, tuple[tuple[str, float], ...]] = {
     "mlp_family": tuple(
         (f"mnist_mlp_h{h}_d{d}_random", 1.0) for h, d in itertools.product((20, 40), (1, 2))
     ),
+    # Noisy gradients (batch 8) and many small tensors (a layer norm's scale and offset per
+    # hidden layer), as in the held-out transformer, char-LSTM and conv net, on MLPs.
+    "noisy_mlp_family": tuple(
+        (f"mnist_mlp_h{h}_d{d}_random_ln_b8", 1.0) for h, d in itertools.product((20, 40), (1, 2))
+    ),
     "char_lstm_family": tuple(
         (f"char_lstm_h{h}_s{s}", 1.0) for h, s in itertools.product((64, 128), (16, 32))
     ),
@@ -73,6 +78,11 @@ register("mnist_conv_bn", functools.partial(mnist_conv, batch_norm=True))
 register("mnist_conv_tiny", functools.partial(mnist_conv, channels=4, batch_size=16))
 for _h, _d, _a in itertools.product((20, 40), (1, 2), (*ACTIVATIONS, "random")):
     register(f"mnist_mlp_h{_h}_d{_d}_{_a}", functools.partial(mnist_mlp, _h, _d, _a))
+for _h, _d in itertools.product((20, 40), (1, 2)):
+    register(
+        f"mnist_mlp_h{_h}_d{_d}_random_ln_b8",
+        functools.partial(mnist_mlp, _h, _d, "random", batch_size=8, layer_norm=True),
+    )
 # A wider MLP, for evaluation suites (no training family has it).
 register("mnist_mlp_h128_d1_relu", functools.partial(mnist_mlp, 128, 1, "relu"))
 for _h, _s in itertools.product((64, 128), (16, 32)):

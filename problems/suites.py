@@ -39,6 +39,9 @@ SUITES: dict[str, tuple[tuple[str, tuple[int, ...], str], ...]] = {
         ("rosenbrock", (300, 1000), "train"),
         ("mnist_mlp_h40_d1_relu", (200, 1000), "train"),
         ("mnist_mlp_h20_d2_tanh", (200, 1000), "train"),
+        # The noisy family (batch 8, layer norm): how the step size holds up on noisy
+        # gradients and small tensors, which the held-out transformer and conv net have.
+        ("mnist_mlp_h20_d2_random_ln_b8", (200, 1000), "train"),
     ),
     # A few minutes on 2 CPU cores: one task per kind, short horizons.
     "quick": (

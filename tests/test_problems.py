@@ -40,6 +40,7 @@ TINY = {
     "mnist_mlp": lambda: mnist_mlp(batch_size=32),
     "mnist_mlp_h40_d2_relu": lambda: mnist_mlp(40, 2, "relu", batch_size=32),
     "mnist_mlp_random": lambda: mnist_mlp(activation="random", batch_size=32),
+    "mnist_mlp_layer_norm": lambda: mnist_mlp(40, 2, "random", batch_size=8, layer_norm=True),
     "mnist_conv": lambda: mnist_conv(channels=4, batch_size=8),
     "mnist_conv_bn": lambda: mnist_conv(channels=4, batch_norm=True, batch_size=8),
     "char_lstm": lambda: char_lstm(hidden=16, seq_len=8, batch_size=8),
@@ -98,6 +99,33 @@ def test_mnist_mlp_is_the_papers():
     assert batch["x"].shape == (128, 28, 28) and float(batch["x"].max()) <= 1.0
 
 
+def test_layer_norm_mlp_normalises_each_hidden_layer():
+    problem = problems.get("mnist_mlp_h20_d2_random_ln_b8")
+    assert problem.name == "mnist_mlp_h20_d2_random_ln_b8"
+    instance = problem.sample_instance(jax.random.key(0))
+    params = problem.init_params(jax.random.key(0), instance)
+    assert sorted(params) == ["layer_0", "layer_1", "layer_2", "norm_0", "norm_1"]
+    assert params["norm_1"]["scale"].shape == (20,) and float(params["norm_1"]["scale"][0]) == 1
+    batch = problem.sample_batch(jax.random.key(1), instance, problem.data)
+    assert batch["x"].shape == (8, 28, 28)
+    # The normalisation makes the loss blind to a layer's scale, which the plain MLP is not.
+    scaled = {**params, "layer_0": {k: 10 * v for k, v in params["layer_0"].items()}}
+    loss = lambda p: float(problem.loss(p, instance, batch))
+    assert loss(scaled) == pytest.approx(loss(params), rel=1e-4)
+    plain = problems.get("mnist_mlp_h20_d2_random")
+    plain_params = plain.init_params(jax.random.key(0), instance)
+    plain_scaled = {
+        **plain_params,
+        "layer_0": {k: 1e3 * v for k, v in plain_params["layer_0"].items()},
+    }
+    plain_loss = lambda p: float(plain.loss(p, instance, batch))
+    assert abs(plain_loss(plain_scaled) - plain_loss(plain_params)) > 1e-3
+    # The norm's own scale and offset reach the loss.
+    norm = {"scale": 3 * params["norm_1"]["scale"], "offset": params["norm_1"]["offset"] + 1}
+    assert abs(loss({**params, "norm_1": norm}) - loss(params)) > 1e-3
+    assert mnist_mlp(batch_size=32).name == "mnist_mlp_h20_d1_sigmoid_b32"
+
+
 def test_mixtures_and_families_parse():
     assert problems.parse_mixture("quadratic") == (("quadratic", 1.0),)
     assert problems.parse_mixture("quadratic=3, rosenbrock=1") == (
@@ -106,6 +134,10 @@ def test_mixtures_and_families_parse():
     )
     family = problems.parse_mixture("mlp_family")
     assert len(family) == 4 and sum(w for _, w in family) == pytest.approx(1.0)
+    noisy = problems.parse_mixture("noisy_mlp_family")
+    assert [n for n, _ in noisy] == [
+        f"mnist_mlp_h{h}_d{d}_random_ln_b8" for h in (20, 40) for d in (1, 2)
+    ]
     for bad in ("nope", "quadratic=-1", "quadratic=abc", "quadratic,quadratic"):
         with pytest.raises(ValueError):
             problems.parse_mixture(bad)
