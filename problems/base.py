@@ -17,6 +17,14 @@ from l2l_opt.problem import (  # noqa: F401 (re-exported for the suite's modules
 from . import datasets
 
 
+def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array, eps: float = 1e-5) -> jax.Array:
+    r"""Layer normalisation over the last axis (Ba et al. 2016):
+    :math:`(x - \mu) / \sqrt{\sigma^2 + \epsilon} \cdot \mathrm{scale} + \mathrm{offset}`."""
+    mean = jnp.mean(x, -1, keepdims=True)
+    var = jnp.var(x, -1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
+
+
 def image_classifier(
     name: str,
     description: str,

@@ -70,20 +70,17 @@ def mnist_mlp(
             h = h @ params[f"layer_{i}"]["w"] + params[f"layer_{i}"]["b"]
             if i < len(sizes) - 2:
                 if layer_norm:
-                    norm = params[f"norm_{i}"]
-                    mean = jnp.mean(h, axis=-1, keepdims=True)
-                    var = jnp.var(h, axis=-1, keepdims=True)
-                    h = (h - mean) * jax.lax.rsqrt(var + 1e-5) * norm["scale"] + norm["offset"]
+                    h = base.layer_norm(h, **params[f"norm_{i}"])
                 h = jax.lax.switch(instance["activation"], acts, h)
         return h
 
     arch = "-".join(str(s) for s in sizes)
     name = f"mnist_mlp_h{hidden}_d{layers}_{activation}"
     name += "_ln" * layer_norm + f"_b{batch_size}" * (batch_size != 128)
-    norm = ", layer norm" * layer_norm
+    norm_text = ", layer norm" * layer_norm
     return base.image_classifier(
         name,
-        f"MLP {arch}, {activation}{norm}, cross-entropy, batch {batch_size}",
+        f"MLP {arch}, {activation}{norm_text}, cross-entropy, batch {batch_size}",
         sample_instance,
         init_params,
         logits,

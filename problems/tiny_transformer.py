@@ -8,12 +8,6 @@ import jax.numpy as jnp
 from . import base, datasets
 
 
-def _layer_norm(x, scale, offset, eps=1e-5):
-    mean = jnp.mean(x, -1, keepdims=True)
-    var = jnp.var(x, -1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
-
-
 def tiny_transformer(
     layers: int = 1,
     width: int = 32,
@@ -57,17 +51,17 @@ def tiny_transformer(
         mask = jnp.tril(jnp.ones((length, length), bool))
         for i in range(layers):
             p = params[f"block_{i}"]
-            a = _layer_norm(h, **p["ln_1"])
+            a = base.layer_norm(h, **p["ln_1"])
             q, k, v = jnp.split(a @ p["qkv"], 3, -1)
             q, k, v = (t.reshape(b, length, heads, head_dim) for t in (q, k, v))
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)
             scores = jnp.where(mask, scores, -1e9)
             att = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, -1), v)
             h = h + att.reshape(b, length, width) @ p["proj"]
-            m = _layer_norm(h, **p["ln_2"])
+            m = base.layer_norm(h, **p["ln_2"])
             m = jax.nn.gelu(m @ p["mlp_in"]["w"] + p["mlp_in"]["b"])
             h = h + m @ p["mlp_out"]["w"] + p["mlp_out"]["b"]
-        return _layer_norm(h, **params["ln_f"]) @ params["unembed"]
+        return base.layer_norm(h, **params["ln_f"]) @ params["unembed"]
 
     return base.language_model(
         f"tiny_transformer_l{layers}_s{seq_len}",
