@@ -13,6 +13,7 @@ from l2l_opt import (
     pretrained,
     problem,
     run,
+    tensor_lstm,
     unroll,
 )
 from l2l_opt.checkpoint import CheckpointError
@@ -28,6 +29,7 @@ from l2l_opt.meta_train import (
 )
 from l2l_opt.mlp import MLPOptConfig, MLPOptState, scale_by_mlp
 from l2l_opt.problem import Problem, augment
+from l2l_opt.tensor_lstm import TensorLSTMConfig, TensorLSTMState, scale_by_tensor_lstm
 from l2l_opt.transform import learned_opt
 from l2l_opt.unroll import UnrollState
 
@@ -45,6 +47,8 @@ __all__ = [
     "MetaTrainMetrics",
     "MetaTrainState",
     "Problem",
+    "TensorLSTMConfig",
+    "TensorLSTMState",
     "TruncatedBackprop",
     "UnrollState",
     "architecture",
@@ -65,5 +69,7 @@ __all__ = [
     "run",
     "scale_by_lstm",
     "scale_by_mlp",
+    "scale_by_tensor_lstm",
+    "tensor_lstm",
     "unroll",
 ]

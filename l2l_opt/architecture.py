@@ -9,6 +9,7 @@ from jax.typing import ArrayLike
 from l2l_opt.config import ConfigError
 from l2l_opt.lstm import LSTMOptConfig
 from l2l_opt.mlp import MLPOptConfig
+from l2l_opt.tensor_lstm import TensorLSTMConfig
 
 
 class LearnedOptimizer(Protocol):
@@ -34,7 +35,9 @@ class LearnedOptimizer(Protocol):
         """The architecture's fields, as JSON-able values."""
 
 
-ARCHITECTURES: dict[str, Any] = {cls.name: cls for cls in (LSTMOptConfig, MLPOptConfig)}
+ARCHITECTURES: dict[str, Any] = {
+    cls.name: cls for cls in (LSTMOptConfig, MLPOptConfig, TensorLSTMConfig)
+}
 DEFAULT = "lstm"
 
 

@@ -806,10 +806,16 @@ def adapt_log_gain(
     :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0) + \lambda
     \max(-L - \ell, 0), -M, U)` with M = `bound`, U = `upper` (M if None), lambda = `leak`,
     l0 = `leak_above` (`LSTMOptConfig.gain_leak`) and L = `floor` (0: no floor), and
-    cos = 0 while d = 0 (the first step). The cosine's square root is guarded, so its
-    derivatives stay finite at d = 0. Where it is not finite, it is taken over the finite
-    coordinates only, so that one bad gradient coordinate never reaches the gain of its whole
-    tensor (and finite inputs round exactly as without that fallback)."""
+    cos = `tensor_cosine(g, d)`."""
+    cos = tensor_cosine(g_N, d_N)
+    return gain_step(log_gain, cos, beta, bound, leak, leak_above, floor, upper)
+
+
+def tensor_cosine(g_N: jax.Array, d_N: jax.Array) -> jax.Array:
+    """The cosine of two flat tensors, 0 while d = 0 (the first step). The square root is
+    guarded, so its derivatives stay finite at d = 0. Where it is not finite, it is taken over
+    the finite coordinates only, so that one bad gradient coordinate never reaches a statistic
+    of its whole tensor (and finite inputs round exactly as without that fallback)."""
     tiny = jnp.finfo(g_N.dtype).tiny
     inv_norm = lambda x: jax.lax.rsqrt(jnp.maximum(jnp.vdot(x, x), tiny))
     cosine = lambda g, d: jnp.vdot(g, d) * inv_norm(g) * inv_norm(d)
@@ -820,12 +826,29 @@ def adapt_log_gain(
         return cosine(jnp.where(ok, g_N, 0), jnp.where(ok, d_N, 0))
 
     # A branch, so that the fallback's passes over the tensor run only when it is needed.
-    cos = jax.lax.cond(jnp.isfinite(cos), lambda: cos, finite_only)
+    return jax.lax.cond(jnp.isfinite(cos), lambda: cos, finite_only)
+
+
+def gain_step(
+    log_gain: jax.Array,
+    cos: jax.Array,
+    beta: Any,
+    bound: float = MAX_LOG_GAIN,
+    leak: float = 0.0,
+    leak_above: float = 0.0,
+    floor: float = 0.0,
+    upper: jax.Array | None = None,
+    correction: Any = 0.0,
+) -> jax.Array:
+    r"""`adapt_log_gain` from a cosine already computed, plus an additive `correction`:
+    :math:`\mathrm{clip}(\ell - \beta \cos - \lambda \max(\ell - \ell_0, 0) + \lambda
+    \max(-L - \ell, 0) + \delta, -M, U)`."""
     new = log_gain - beta * cos.astype(log_gain.dtype)
     if leak:
         new = new - leak * jnp.maximum(log_gain - leak_above, 0)
     if leak and floor:
         new = new + leak * jnp.maximum(-floor - log_gain, 0)
+    new = new + correction
     return jnp.clip(new, -bound, bound if upper is None else upper)
 
 

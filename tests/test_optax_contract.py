@@ -41,9 +41,19 @@ def _learned_opt_mlp(**kw):
     return l2l_opt.learned_opt(MLP_NET.init(jax.random.key(5)), config=MLP_NET, **kw)
 
 
+TENSOR_NET = l2l_opt.TensorLSTMConfig(hidden_size=4, param_hidden_size=2)
+
+
+def _learned_opt_tensor_lstm(**kw):
+    # Weights moved off the zero heads, so that every output of the network is used.
+    theta = jax.tree.map(lambda a: a + 0.1, TENSOR_NET.init(jax.random.key(6)))
+    return l2l_opt.learned_opt(theta, config=TENSOR_NET, **kw)
+
+
 FACTORIES = {
     "scale_by_lstm": _scale_by_lstm,
     "learned_opt_mlp": _learned_opt_mlp,
+    "learned_opt_tensor_lstm": _learned_opt_tensor_lstm,
     "learned_opt": _learned_opt_default,
     "learned_opt_dict": _learned_opt_dict,
     "learned_opt_adam_features": _learned_opt_adam_features,
