@@ -15,9 +15,10 @@ Memory-traffic bound of the optimizer step: bytes per coordinate / the device's 
 bandwidth, measured in the same run (x <- 2x + 1 in place on a large float32 array: 8 B per
 element).
   train_step   one jitted training step (loss, gradient, update) of an MLP on MNIST-shaped
-               data (16k, 269k, 1.9M params) with learned_opt() against optax.adam, timed in
-               5 interleaved rounds (median ratio and range), and the optimizer state's
-               bytes per parameter
+               data (16k, 269k, 1.9M params) with learned_opt(), the paper's 2 x 20 LSTM and
+               the per-tensor LSTM (`TensorLSTMConfig`) against optax.adam, timed in 5
+               interleaved rounds (median ratio and range), and the optimizer state's bytes
+               per parameter
 Memory: XLA's compiled temp allocation of one meta-step, per task and per unroll step, and
 the process's peak RSS after 10 and after 40 more outer steps (it must not grow).
 Our rows are labelled [bf16] (LSTM state in bfloat16: 320 + 8 B per coordinate), [no remat]
@@ -425,6 +426,8 @@ def main() -> None:
         ("meta_mlp", "mnist_mlp", mlp_batch, True, "[shared theta]", {"copies_from": None}),
         ("meta_mlp", "mnist_mlp", mlp_batch, True, "[pes]", {"estimator": "pes"}),
     ]
+    tensor_net = l2l_opt.TensorLSTMConfig()
+    tensor_theta = tensor_net.init(jax.random.PRNGKey(0))
     for label, hidden, batch in TRAIN_STEP_MODELS if args.only in (None, "train_step") else []:
         learned = {
             # The shipped default, learned_opt() = learned_opt("mixture"): a 1 x 4 LSTM.
@@ -434,6 +437,8 @@ def main() -> None:
             "learned_opt('mnist', state_dtype='bfloat16')": l2l_opt.learned_opt(
                 "mnist", state_dtype="bfloat16"
             ),
+            # The per-tensor LSTM (`l2l_opt.TensorLSTMConfig`): the same work for any weights.
+            "tensor_lstm": l2l_opt.learned_opt(tensor_theta, config=tensor_net),
         }
         steps = {name: train_step(hidden, batch, tx) for name, tx in learned.items()}
         adam_step, num, adam_bytes = train_step(hidden, batch, optax.adam(1e-3))

@@ -31,8 +31,13 @@ NUM_STATISTICS = 5
 # Per-tensor outputs before the per-parameter network's conditioning: the gain rate's log
 # factor, the gain's correction, the step's log-scale and the two skip weights' changes.
 NUM_TENSOR_OUTPUTS = 5
-# Bound of every learned log-factor (per-parameter magnitude, per-tensor scale): e^(+-6).
+# Bound of the per-tensor learned log-factors (the gain's rate, the step's scale): e^(+-6).
 MAX_LOG_FACTOR = 6.0
+# Bound of the per-parameter log-magnitude a: e^(+-2); the per-tensor gain sets the scale.
+MAX_LOG_MAGNITUDE = 2.0
+# The per-parameter network reads its features clipped to +-3: |g| / sqrt(v) reaches
+# 1 / sqrt(1 - beta2) (about 32) on a rare coordinate, which would saturate the magnitude.
+FEATURE_CLIP = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +55,8 @@ class TensorLSTMConfig:
       (o, \delta, \mu, \Delta w, c) = W h_t + b \\
       \ell_t &= \mathrm{clip}(\ell_{t-1} - \beta e^{o} \cos(g_t, d_{t-1})
                - \lambda \max(\ell_{t-1} - \ell_0, 0) + \kappa \delta, \pm M) \\
-      a^i &= b_a + \textstyle\sum_k v_k \mathrm{relu}(U_k^\top x^i + b_k + c_k) \\
+      a^i &= \mathrm{clip}(b_a + \textstyle\sum_k v_k \mathrm{relu}(U_k^\top
+             \mathrm{clip}(x^i, \pm 3) + b_k + c_k), \pm 2) \\
       d_t^i &= (w + \Delta w)^\top x^i \, e^{a^i}, \quad
       u_t^i = s \, d_t^i \, e^{\mu + \ell_t} / \sqrt{1 + t / \tau}
 
@@ -76,6 +82,8 @@ class TensorLSTMConfig:
       gain_leak: lambda >= 0, the pull of a log-gain above `gain_leak_above` back to it.
       gain_leak_above: l0, the log-gain above which `gain_leak` pulls.
       gain_correction: kappa >= 0, the scale of the LSTM's additive correction to the gain.
+      shape_features: inputs ``log(1 + N) / 10`` and whether the tensor is a vector or a
+        scalar; without them the LSTM tells tensors apart by their dynamics alone.
       progress_features: inputs ``(k, k t / T)``, with ``k = 1`` when the horizon T is
         given (``learned_opt(num_steps=T)``) and 0 when not.
       time_features: inputs ``tanh(t / tau)`` for each tau in `l2l_opt.lstm.TIMESCALES`.
@@ -92,7 +100,8 @@ class TensorLSTMConfig:
     gain_max: float = lstm.MAX_LOG_GAIN
     gain_leak: float = 0.05
     gain_leak_above: float = 2.0
-    gain_correction: float = 0.1
+    gain_correction: float = 0.03
+    shape_features: bool = True
     progress_features: bool = True
     time_features: bool = True
 
@@ -122,12 +131,12 @@ class TensorLSTMConfig:
         )
         check(ok, "TensorLSTMConfig", "skip_init", self.skip_init, "must be 2 finite numbers")
         object.__setattr__(self, "skip_init", tuple(float(x) for x in self.skip_init))
-        check_bool(self, "progress_features", "time_features")
+        check_bool(self, "shape_features", "progress_features", "time_features")
 
     def num_inputs(self) -> int:
-        """Inputs per tensor: `NUM_STATISTICS`, then the shared ones (`lstm.global_inputs`)."""
+        """Inputs per tensor: `tensor_statistics`, then the shared ones (`lstm.global_inputs`)."""
         shared = 2 * self.progress_features + len(lstm.TIMESCALES) * self.time_features
-        return NUM_STATISTICS + shared
+        return NUM_STATISTICS - 2 * (not self.shape_features) + shared
 
     def init(self, key: ArrayLike) -> hk.Params:
         """Fresh meta-parameters: Haiku's ``{"module": {"param": array}}`` (float32)."""
@@ -218,20 +227,22 @@ def param_step(x_2xN: jax.Array, w: ParamWeights, delta_w: jax.Array, c_K: jax.A
     Written as sums of elementwise terms over the K units, so that XLA fuses the whole
     network into one pass over the coordinates."""
     x1, x2 = x_2xN[0], x_2xN[1]
+    c1, c2 = (jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP) for x in (x1, x2))
     a = w.out_b[0]
     bias = w.hidden_b + c_K
     for k in range(w.out_w.shape[0]):
-        hidden = jax.nn.relu(w.hidden_w[0, k] * x1 + w.hidden_w[1, k] * x2 + bias[k])
+        hidden = jax.nn.relu(w.hidden_w[0, k] * c1 + w.hidden_w[1, k] * c2 + bias[k])
         a = a + w.out_w[k] * hidden
     skip = w.skip + delta_w
     direction = skip[0] * x1 + skip[1] * x2
-    return direction * jnp.exp(jnp.clip(a, -MAX_LOG_FACTOR, MAX_LOG_FACTOR))
+    return direction * jnp.exp(jnp.clip(a, -MAX_LOG_MAGNITUDE, MAX_LOG_MAGNITUDE))
 
 
 def tensor_statistics(
     g_N: jax.Array, d_N: jax.Array, x2_N: jax.Array, log_gain: jax.Array, shape, config
 ) -> jax.Array:
-    r"""The LSTM's per-tensor inputs before the shared ones, ``[NUM_STATISTICS]`` float32:
+    r"""The LSTM's per-tensor inputs before the shared ones, ``[NUM_STATISTICS]`` float32
+    (the last two only with `TensorLSTMConfig.shape_features`):
     :math:`\cos(g, d)`, :math:`\mathrm{rms}(\hat m / \sqrt{\hat v})` (near 1 for steady
     gradients, near :math:`\sqrt{(1 - \beta_1) / (1 + \beta_1)}` for pure noise),
     :math:`\ell / M`, :math:`\log(1 + N) / 10` and whether the tensor is a vector or scalar.
@@ -247,7 +258,7 @@ def tensor_statistics(
 
     sq = jax.lax.cond(jnp.isfinite(sq), lambda: sq, finite_only)
     rms = jnp.sqrt(sq / max(n, 1))
-    static = [math.log1p(n) / 10, float(len(shape) <= 1)]
+    static = [math.log1p(n) / 10, float(len(shape) <= 1)] if config.shape_features else []
     dynamic = [cos, rms, log_gain / config.gain_max]
     return jnp.concatenate(
         [jnp.stack(dynamic).astype(jnp.float32), jnp.asarray(static, jnp.float32)]

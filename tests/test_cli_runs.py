@@ -20,15 +20,16 @@ from .cli_util import TINY, assert_same_weights, kill_at_random_points, l2l, res
         ["--estimator", "pes"],
         ["--architecture", "mlp", "--hidden-size", "4"],
         ["--architecture", "mlp", "--hidden-size", "4", "--estimator", "pes"],
+        ["--architecture", "tensor_lstm", "--hidden-size", "4", "--estimator", "pes"],
     ],
-    ids=["lstm-pes", "mlp-tbptt", "mlp-pes"],
+    ids=["lstm-pes", "mlp-tbptt", "mlp-pes", "tensor_lstm-pes"],
 )
 def test_sigkill_then_resume_is_bit_exact_for_every_architecture_and_estimator(tmp_path, flags):
     """The other architecture and estimator (the test above: LSTM, truncated backprop):
     a kill inside a checkpoint write, then --resume; PES's per-task sums and antithetic
     optimizees are in the checkpoint too."""
     small = ["--num-tasks", "4", "--unroll-length", "5", "--horizon", "10", *flags]
-    if "mlp" not in flags:
+    if "--architecture" not in flags:
         small += ["--num-layers", "1", "--hidden-size", "4"]
     run = lambda out, *extra: [
         sys.executable, "-m", "l2l_opt.cli", "meta-train", "--outer-steps", "60",
