@@ -857,12 +857,12 @@ def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:
     return jax.lax.rsqrt(1 + count.astype(dtype) / jnp.asarray(tau, dtype))
 
 
-def global_inputs(
-    count: jax.Array, num_steps: Any, config: LSTMOptConfig, dtype=jnp.float32
-) -> jax.Array:
+def global_inputs(count: jax.Array, num_steps: Any, config: Any, dtype=jnp.float32) -> jax.Array:
     r"""The inputs shared by every coordinate at step t = `count`, ``[config.num_global()]``:
     progress :math:`(k, k \min(t / T, 1))` with :math:`k = [T > 0]` and T = `num_steps` (None:
-    not given), then the clock :math:`\tanh(t / \tau)` for each :math:`\tau` in `TIMESCALES`."""
+    not given), then the clock :math:`\tanh(t / \tau)` for each :math:`\tau` in `TIMESCALES`.
+    `config` is any architecture with the fields ``progress_features`` and ``time_features``
+    (`LSTMOptConfig`, and `l2l_opt.TensorLSTMConfig`, which reads them per tensor)."""
     t = count.astype(dtype)
     parts = []
     if config.progress_features:
