@@ -58,7 +58,7 @@ class TensorLSTMConfig:
       a^i &= \mathrm{clip}(b_a + \textstyle\sum_k v_k \mathrm{relu}(U_k^\top
              \mathrm{clip}(x^i, \pm 3) + b_k + c_k), \pm 2) \\
       d_t^i &= (w + \Delta w)^\top x^i \, e^{a^i}, \quad
-      u_t^i = s \, d_t^i \, e^{\mu + \ell_t} / \sqrt{1 + t / \tau}
+      u_t^i = s \, d_t^i \, e^{\mu + \ell_t} \min(1, t / W) / \sqrt{1 + t / \tau}
 
     One LSTM state per tensor; per coordinate only Adam's moments and the last step d
     (12 bytes in float32). The heads W, b and v, b_a start at zero, so the untrained
@@ -87,6 +87,8 @@ class TensorLSTMConfig:
       progress_features: inputs ``(k, k t / T)``, with ``k = 1`` when the horizon T is
         given (``learned_opt(num_steps=T)``) and 0 when not.
       time_features: inputs ``tanh(t / tau)`` for each tau in `l2l_opt.lstm.TIMESCALES`.
+      warmup: W > 0: the step at step t is multiplied by ``min(1, t / W)`` (a linear
+        warm-up, as the tuned AdamW-cosine baseline has); 0: none.
     """
 
     hidden_size: int = 16
@@ -104,6 +106,7 @@ class TensorLSTMConfig:
     shape_features: bool = True
     progress_features: bool = True
     time_features: bool = True
+    warmup: float = 0.0
 
     name: ClassVar[str] = "tensor_lstm"
 
@@ -119,6 +122,7 @@ class TensorLSTMConfig:
             "gain_leak",
             "gain_leak_above",
             "gain_correction",
+            "warmup",
             allow_zero=True,
         )
         ok = (
@@ -238,6 +242,11 @@ def param_step(x_2xN: jax.Array, w: ParamWeights, delta_w: jax.Array, c_K: jax.A
     return direction * jnp.exp(jnp.clip(a, -MAX_LOG_MAGNITUDE, MAX_LOG_MAGNITUDE))
 
 
+def warmup_factor(count: jax.Array, warmup: float, dtype=jnp.float32) -> jax.Array:
+    r"""The step's linear warm-up at step t = `count` (from 1): :math:`\min(1, t / W)`."""
+    return jnp.minimum(1, count.astype(dtype) / jnp.asarray(warmup, dtype))
+
+
 def tensor_statistics(
     g_N: jax.Array, d_N: jax.Array, x2_N: jax.Array, log_gain: jax.Array, shape, config
 ) -> jax.Array:
@@ -280,7 +289,8 @@ def scale_by_tensor_lstm(
     r"""A per-tensor LSTM conditions a tiny per-parameter network (`TensorLSTMConfig`).
 
     .. math::
-      u_t^i = s \, (w + \Delta w)^\top x_t^i \, e^{a_t^i + \mu_t + \ell_t} / \sqrt{1 + t/\tau}
+      u_t^i = s \, (w + \Delta w)^\top x_t^i \, e^{a_t^i + \mu_t + \ell_t}
+              \min(1, t / W) / \sqrt{1 + t/\tau}
 
     Args:
       theta: the network's meta-parameters (`TensorLSTMConfig.init` or a weights file).
@@ -359,6 +369,8 @@ def scale_by_tensor_lstm(
             )
             if config.step_decay:
                 factor = factor * lstm.decay_factor(count, config.step_decay, x.dtype)
+            if config.warmup:
+                factor = factor * warmup_factor(count, config.warmup, x.dtype)
             new_updates.append(jnp.reshape(factor * d_N, jnp.shape(g)).astype(g.dtype))
             new_lasts.append((log_gain, d_N))
             new_cores.append(hk.LSTMState(new_core.hidden[i], new_core.cell[i]))

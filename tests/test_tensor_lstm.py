@@ -1,5 +1,6 @@
 """The per-tensor LSTM optimizer (`l2l_opt.tensor_lstm`)."""
 
+import dataclasses
 import functools
 import re
 
@@ -68,6 +69,24 @@ def test_untrained_is_adam_with_the_hand_made_gain_of_the_lstm_prior():
     # The gains moved, and alike.
     assert float(s_ours[0].last["w"][0]) != 0.0
     np.testing.assert_allclose(s_ours[0].last["w"][0], s_theirs[0].gain["w"][0], atol=1e-4)
+
+
+def test_warmup_scales_the_first_steps_by_t_over_w_and_then_not_at_all():
+    """Warm-up W multiplies step t by min(1, t / W) and changes nothing else: the state and,
+    from step W on, the steps are those of the same weights without warm-up."""
+    theta = perturbed(SMALL, jax.random.key(3), scale=0.1)
+    plain = SMALL.opt(theta)
+    warm = dataclasses.replace(SMALL, warmup=4.0).opt(theta)
+    grads = jax.grad(quadratic_loss)(PARAMS)
+    s_plain, s_warm = plain.init(PARAMS), warm.init(PARAMS)
+    for t in range(1, 7):
+        u_plain, s_plain = plain.update(grads, s_plain, PARAMS)
+        u_warm, s_warm = warm.update(grads, s_warm, PARAMS)
+        for a, b in zip(jax.tree.leaves(u_warm), jax.tree.leaves(u_plain), strict=True):
+            np.testing.assert_allclose(a, min(1.0, t / 4) * b, rtol=1e-5, atol=1e-8)
+    for a, b in zip(jax.tree.leaves(s_warm), jax.tree.leaves(s_plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert tensor_lstm.warmup_factor(jnp.asarray(2), 8.0) == 0.25
 
 
 def test_state_is_twelve_bytes_per_parameter_and_one_lstm_per_tensor():
@@ -146,6 +165,7 @@ def test_statistics_of_steady_and_of_noisy_gradients():
         ("skip_init", (0.0,), "2 finite numbers"),
         ("skip_init", (0.0, float("inf")), "2 finite numbers"),
         ("time_features", 1, "true or false"),
+        ("warmup", -1.0, "finite number >= 0"),
     ],
 )
 def test_config_validation_names_field_value_and_rule(field, value, allowed):
