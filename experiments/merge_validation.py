@@ -15,6 +15,15 @@ import json
 import numpy as np
 
 
+def score(logs) -> str:
+    """``geomean G  median M  wins W`` of the log-ratios to tuned Adam of one optimizer."""
+    logs = np.asarray(logs)
+    return (
+        f"geomean {np.exp(logs.mean()):.3f}  median {np.exp(np.median(logs)):.3f}  "
+        f"wins {np.mean(logs < 0):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="validate.py --out JSON files")
@@ -27,10 +36,7 @@ def main() -> None:
     names = set.intersection(*(set(c["ratios"]) for c in cells.values()))
     for name in sorted(names):
         logs = np.log([c["ratios"][name]["adam"]["ratio"] for c in cells.values()])
-        print(
-            f"{name:70s} cells {len(logs)}  geomean {np.exp(logs.mean()):.3f}  "
-            f"median {np.exp(np.median(logs)):.3f}  wins {np.mean(logs < 0):.2f}"
-        )
+        print(f"{name:70s} cells {len(logs)}  {score(logs)}")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,17 @@ evaluate --suite SUITE --seed SEED` result with the same --num-test and --num-va
 """
 
 import argparse
+import os
+import sys
 
 import numpy as np
 
 from l2l_opt import cli, compare, suite
 from l2l_opt.problems import suites
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from merge_validation import score  # noqa: E402
 
 
 def main() -> None:
@@ -49,11 +55,7 @@ def main() -> None:
             logs[k].append(np.log(r))
         print(f"{c['task']:28s} {c['steps']:5d} " + " ".join(f"{r:9.3g}" for r in ratios))
     for k, v in logs.items():
-        v = np.array(v)
-        print(
-            f"{k:70s} geomean {np.exp(v.mean()):.3f}  median {np.exp(np.median(v)):.3f}  "
-            f"wins {np.mean(v < 0):.2f}"
-        )
+        print(f"{k:70s} {score(v)}")
 
 
 if __name__ == "__main__":

@@ -754,8 +754,8 @@ def scale_by_lstm(
                     beta *= math.sqrt(g_N.size / (g_N.size + config.gain_size))
                 upper = None
                 if config.gain_warmup:
-                    ramp = count.astype(gd[0].dtype) / config.gain_warmup
-                    upper = config.gain_max * jnp.minimum(ramp, 1)
+                    ramp = warmup_factor(count, config.gain_warmup, gd[0].dtype)
+                    upper = config.gain_max * ramp
                 log_gain = adapt_log_gain(
                     gd[0],
                     g_N,
@@ -855,6 +855,11 @@ def gain_step(
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:
     r"""The step's fixed decay at step t = `count`: :math:`1 / \sqrt{1 + t / \tau}`."""
     return jax.lax.rsqrt(1 + count.astype(dtype) / jnp.asarray(tau, dtype))
+
+
+def warmup_factor(count: jax.Array, warmup: float, dtype=jnp.float32) -> jax.Array:
+    r"""A linear warm-up at step t = `count` (from 1): :math:`\min(1, t / W)`."""
+    return jnp.minimum(1, count.astype(dtype) / jnp.asarray(warmup, dtype))
 
 
 def global_inputs(count: jax.Array, num_steps: Any, config: Any, dtype=jnp.float32) -> jax.Array:

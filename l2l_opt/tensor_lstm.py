@@ -242,11 +242,6 @@ def param_step(x_2xN: jax.Array, w: ParamWeights, delta_w: jax.Array, c_K: jax.A
     return direction * jnp.exp(jnp.clip(a, -MAX_LOG_MAGNITUDE, MAX_LOG_MAGNITUDE))
 
 
-def warmup_factor(count: jax.Array, warmup: float, dtype=jnp.float32) -> jax.Array:
-    r"""The step's linear warm-up at step t = `count` (from 1): :math:`\min(1, t / W)`."""
-    return jnp.minimum(1, count.astype(dtype) / jnp.asarray(warmup, dtype))
-
-
 def tensor_statistics(
     g_N: jax.Array, d_N: jax.Array, x2_N: jax.Array, log_gain: jax.Array, shape, config
 ) -> jax.Array:
@@ -370,7 +365,7 @@ def scale_by_tensor_lstm(
             if config.step_decay:
                 factor = factor * lstm.decay_factor(count, config.step_decay, x.dtype)
             if config.warmup:
-                factor = factor * warmup_factor(count, config.warmup, x.dtype)
+                factor = factor * lstm.warmup_factor(count, config.warmup, x.dtype)
             new_updates.append(jnp.reshape(factor * d_N, jnp.shape(g)).astype(g.dtype))
             new_lasts.append((log_gain, d_N))
             new_cores.append(hk.LSTMState(new_core.hidden[i], new_core.cell[i]))

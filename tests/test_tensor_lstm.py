@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import l2l_opt
-from l2l_opt import checkpoint, problems, tensor_lstm
+from l2l_opt import checkpoint, lstm, problems, tensor_lstm
 from l2l_opt.config import ConfigError
 from l2l_opt.lstm import LSTMOptConfig
 
@@ -86,7 +86,7 @@ def test_warmup_scales_the_first_steps_by_t_over_w_and_then_not_at_all():
             np.testing.assert_allclose(a, min(1.0, t / 4) * b, rtol=1e-5, atol=1e-8)
     for a, b in zip(jax.tree.leaves(s_warm), jax.tree.leaves(s_plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5)
-    assert tensor_lstm.warmup_factor(jnp.asarray(2), 8.0) == 0.25
+    assert lstm.warmup_factor(jnp.asarray(2), 8.0) == 0.25
 
 
 def test_state_is_twelve_bytes_per_parameter_and_one_lstm_per_tensor():
