@@ -154,6 +154,19 @@ def test_statistics_of_steady_and_of_noisy_gradients():
     assert float(opposed[4]) == 1.0  # a vector
 
 
+def test_without_shape_features_the_lstm_reads_two_inputs_fewer_and_still_steps():
+    """`num_inputs` and `tensor_statistics` drop the same two entries (size and rank)."""
+    config = l2l_opt.TensorLSTMConfig(hidden_size=4, param_hidden_size=2, shape_features=False)
+    assert config.num_inputs() == SMALL.num_inputs() - 2
+    g = jnp.ones(6)
+    stats = tensor_lstm.tensor_statistics(g, g, g, jnp.asarray(3.0), (2, 3), config)
+    np.testing.assert_allclose(stats, [1.0, 1.0, 0.5], rtol=1e-5)
+    _, _, losses = run(
+        config.opt(perturbed(config, jax.random.key(4), 0.1)), quadratic_loss, PARAMS, 5
+    )
+    assert np.all(np.isfinite(losses))
+
+
 @pytest.mark.parametrize(
     "field, value, allowed",
     [
