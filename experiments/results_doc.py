@@ -191,9 +191,21 @@ def suite_do_no_harm(results: dict) -> list[str]:
 REUSE_NOTE = (
     "`--reuse-baselines` only skips re-running the baselines and competitors, which do not"
     " depend on `--weights`; they came from `l2l-opt evaluate --suite default --weights mnist"
-    " --out runs/suite_full_base` (about 50 minutes on 2 CPU cores). Without the flag the"
-    " command runs them itself."
+    " --out runs/suite_full_base` (about 50 minutes on 2 CPU cores), except those of cells"
+    " that now run on other instance counts (Rosenbrock's), which the command runs itself, as"
+    " it runs all of them without the flag."
 )
+
+
+def more_instances(results: dict) -> str:
+    """``" (rosenbrock: 50 test and 30 validation)"`` for the tasks whose cells ran on other
+    instance counts."""
+    counts = {}
+    for c in results["cells"]:
+        n = (c.get("num_test", results["num_test"]), c.get("num_val", results["num_val"]))
+        if n != (results["num_test"], results["num_val"]):
+            counts[c["task"]] = n
+    return "".join(f" ({t}: {a} test and {b} validation)" for t, (a, b) in counts.items())
 
 
 def suite_section() -> list[str]:
@@ -203,12 +215,13 @@ def suite_section() -> list[str]:
         f for f in os.listdir(PLOTS) if f.startswith("suite_") and f.endswith(".json")
     ):
         results = load(name)
+        command = results.get("command", "l2l-opt evaluate --suite " + results["suite"])
         parts += [
             f"### Suite `{results['suite']}` (`plots/{name}`)",
             "",
             f"{results['num_test']} test instances per cell (seed {results['seed']}), baselines"
-            f" tuned on {results['num_val']} validation instances per cell. Command:"
-            f" `{results.get('command', 'l2l-opt evaluate --suite ' + results['suite'])}`.",
+            f" tuned on {results['num_val']} validation instances per cell"
+            f"{more_instances(results)}. Command: `{command}`.",
             "",
             *([REUSE_NOTE, ""] if "--reuse-baselines" in results.get("command", "") else []),
             suite_summary(results),

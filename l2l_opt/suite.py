@@ -18,12 +18,16 @@ SPLITS = ("train", "heldout")
 
 
 class Task(NamedTuple):
-    """One task of a suite: a problem, the horizons it is run at, and whether meta-training
-    may use it (``"train"``) or not (``"heldout"``)."""
+    """One task of a suite: a problem, the horizons it is run at, whether meta-training may
+    use it (``"train"``) or not (``"heldout"``), and how many times the suite's test and
+    validation instances its cells run on (`instances`)."""
 
     problem: Problem
     horizons: tuple[int, ...]
     split: str
+    # A cheap task whose outcome per instance is a lottery (Rosenbrock: which valley a run
+    # ends in) needs more instances than the suite's default for a ratio that means anything.
+    instances: int = 1
 
 
 def adamw_cosine(num_steps: int) -> Callable[[jax.Array], optax.GradientTransformation]:
@@ -174,10 +178,14 @@ def run(
     cells = []
     jobs = [(name, task, h) for name, task in tasks.items() for h in task.horizons]
     for name, task, steps in tqdm(jobs, desc="suite", unit="cell", disable=not progress):
+        n_test, n_val = num_test * task.instances, num_val * task.instances
+        old = previous.get((task.problem.name, steps))
+        if old is not None and _instances(old, reuse) != (n_test, n_val):
+            old = None  # run on other instance counts: its baselines are run again
         cell = evaluate_cell(
-            task.problem, learned, steps, num_test=num_test, num_val=num_val, seed=seed,
-            reuse=previous.get((task.problem.name, steps)),
-        )  # fmt: skip
+            task.problem, learned, steps, num_test=n_test, num_val=n_val, seed=seed, reuse=old
+        )
+        cell.update(num_test=n_test, num_val=n_val)
         cell.update(task=name, split=task.split, **summarize_cell(cell, list(learned)))
         cells.append(cell)
     return {
@@ -188,6 +196,15 @@ def run(
         "cells": cells,
         "summary": {name: summary(cells, name) for name in learned},
     }
+
+
+def _instances(cell: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[int, int]:
+    """A cell's test and validation instance counts (cells written before tasks had
+    `Task.instances` ran on the run's)."""
+    return (
+        cell.get("num_test", len(cell["optimizers"]["adam"]["tail"])),
+        cell.get("num_val", results["num_val"]),
+    )
 
 
 def summary(cells: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:

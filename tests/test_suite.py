@@ -19,17 +19,19 @@ from .cli_util import l2l
 def test_suites_have_the_kinds_and_the_split_the_issue_asks_for():
     default = suites.SUITES["default"]
     assert len(default) >= 12
-    heldout = {p for p, _, split in default if split == "heldout"}
+    heldout = {p for p, _, split, *_ in default if split == "heldout"}
     for kind in ("tiny_transformer", "char_lstm", "mnist_conv", "quadratic_illcond"):
         assert any(p.startswith(kind) for p in heldout), kind
-    assert all(len(h) == 2 and h[0] <= 300 and 1000 <= h[1] <= 2000 for _, h, _ in default)
+    assert all(len(h) == 2 and h[0] <= 300 and 1000 <= h[1] <= 2000 for _, h, *_ in default)
     for name in suites.training_problems():
         assert name not in heldout
-    for p, _, _ in default:
+    for p, *_ in default:
         problems.get(p)  # every task is registered
     # Choosing checkpoints and variants never looks at a held-out task.
     validation = suites.SUITES["validation"]
-    assert all(split == "train" and p not in heldout for p, _, split in validation)
+    assert all(split == "train" and p not in heldout for p, _, split, *_ in validation)
+    # Rosenbrock's cells run on ten times the instances (its valley lottery).
+    assert suites.tasks("default")["rosenbrock"].instances == 10
 
 
 def test_ill_conditioned_quadratic_has_the_stated_condition_number():
@@ -81,6 +83,30 @@ def test_a_small_suite_runs_and_summarises():
         assert new["ratios"]["sgd"]["adam"]["ratio"] == pytest.approx(want)
     with pytest.raises(ValueError, match="cannot reuse baselines run with num_test=3"):
         suite.run(tasks, other, num_test=4, num_val=2, progress=False, reuse=results)
+
+
+def test_a_task_runs_on_its_multiple_of_the_instances_and_reuses_only_matching_cells():
+    quadratic = problems.get("quadratic")
+    tasks = {"quadratic": suite.Task(quadratic, (10,), "train", instances=2)}
+    learned = {"sgd": lambda steps: optax.sgd(0.01)}
+    results = suite.run(tasks, learned, num_test=2, num_val=1, progress=False)
+    (cell,) = results["cells"]
+    assert (cell["num_test"], cell["num_val"]) == (4, 2)
+    assert all(len(o["tail"]) == 4 for o in cell["optimizers"].values())
+    # A cell is reused only if it ran on the same instance counts (marked to show it).
+    cell["optimizers"]["adam"]["tail"] = [1.0] * 4
+    same = suite.run(tasks, learned, num_test=2, num_val=1, progress=False, reuse=results)
+    assert same["cells"][0]["optimizers"]["adam"]["tail"] == [1.0] * 4
+    plain = {"quadratic": tasks["quadratic"]._replace(instances=1)}
+    again = suite.run(plain, learned, num_test=2, num_val=1, progress=False, reuse=results)
+    assert again["cells"][0]["optimizers"]["adam"]["tail"] != [1.0] * 2
+    assert len(again["cells"][0]["optimizers"]["adam"]["tail"]) == 2
+    # Cells written before `Task.instances` (no counts) ran on the run's counts.
+    for c in again["cells"]:
+        del c["num_test"], c["num_val"]
+        c["optimizers"]["adam"]["tail"] = [1.0] * 2
+    old = suite.run(plain, learned, num_test=2, num_val=1, progress=False, reuse=again)
+    assert old["cells"][0]["optimizers"]["adam"]["tail"] == [1.0] * 2
 
 
 def test_do_no_harm_check():
