@@ -107,6 +107,10 @@ def test_a_task_runs_on_its_multiple_of_the_instances_and_reuses_only_matching_c
         c["optimizers"]["adam"]["tail"] = [1.0] * 2
     old = suite.run(plain, learned, num_test=2, num_val=1, progress=False, reuse=again)
     assert old["cells"][0]["optimizers"]["adam"]["tail"] == [1.0] * 2
+    for bad in (0, -1, 2.5, True):
+        wrong = {"quadratic": tasks["quadratic"]._replace(instances=bad)}
+        with pytest.raises(ValueError, match=f"task 'quadratic': instances={bad!r} must be"):
+            suite.run(wrong, learned, num_test=2, num_val=1, progress=False)
 
 
 def test_do_no_harm_check():
