@@ -176,10 +176,9 @@ def run(
                 )
         previous = {(c["problem"], c["steps"]): c for c in reuse["cells"]}
     for name, task in tasks.items():
-        if isinstance(task.instances, bool) or not isinstance(task.instances, int):
-            raise ValueError(f"task {name!r}: instances={task.instances!r} must be an int >= 1")
-        if task.instances < 1:
-            raise ValueError(f"task {name!r}: instances={task.instances!r} must be an int >= 1")
+        n = task.instances
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"task {name!r}: instances={n!r} must be an int >= 1")
     cells = []
     jobs = [(name, task, h) for name, task in tasks.items() for h in task.horizons]
     for name, task, steps in tqdm(jobs, desc="suite", unit="cell", disable=not progress):
