@@ -80,6 +80,10 @@ class LSTMOptConfig:
         fixed inverse-square-root decay that needs no horizon; with zero heads the untrained
         optimizer is then Adam on that schedule, and the network learns corrections to it.
         0 (default): no decay.
+      warmup: W > 0 multiplies the update at step t by ``min(1, t / W)``, a linear warm-up:
+        the first steps, taken before the run has shown how large a step it tolerates, are
+        short (a full first step can kill a ReLU net or send a run into another basin).
+        0 (default): none.
       gain_only: no direction head: the update is ``s skip(x) exp(lambda a)``, the skip path
         reading the gradient features x only. Every step is then a positive multiple of the
         skip path's (linear, odd in x): the network can speed up or slow down that descent
@@ -97,6 +101,12 @@ class LSTMOptConfig:
         magnitude reaches. 0 (default): no gain.
       gain_max: M, the bound of each tensor's log-gain with `gain_adapt` (default
         `MAX_LOG_GAIN`, gains within e^(+-6)).
+      gain_min: if set, the log-gain's lower bound instead of -M, in [-M, M). On noisy
+        batches the cosine drifts upwards (each step's noise overshoots a little: the
+        one-step rule's bias towards short steps, Wu et al. 2018), which walks the gains
+        of small tensors (biases, norms) to e^-M and of large ones well below 1 within a few
+        hundred steps; ``gain_min=0`` lets the gain raise the step but never lower it below
+        the network's own. None (default): -M.
       gain_leak: lambda >= 0 pulls a log-gain above l0 = `gain_leak_above` back by lambda of
         its excess each step, :math:`\ell_t = \mathrm{clip}(\ell_{t-1} - \beta \cos -
         \lambda \max(\ell_{t-1} - \ell_0, 0), \pm M)`, so that a steady signal settles the
@@ -143,9 +153,11 @@ class LSTMOptConfig:
     exp_mult: float = 0.0
     magnitude_cell: bool = False
     step_decay: float = 0.0
+    warmup: float = 0.0
     gain_only: bool = False
     gain_adapt: float = 0.0
     gain_max: float = MAX_LOG_GAIN
+    gain_min: float | None = None
     gain_leak: float = 0.0
     gain_leak_above: float = 0.0
     gain_floor: float = 0.0
@@ -183,6 +195,7 @@ class LSTMOptConfig:
             self,
             "exp_mult",
             "step_decay",
+            "warmup",
             "gain_adapt",
             "gain_leak",
             "gain_leak_above",
@@ -206,6 +219,23 @@ class LSTMOptConfig:
                 "LSTMOptConfig",
                 field,
                 getattr(self, field),
+                "needs the gain it acts on (gain_adapt > 0)",
+            )
+        if self.gain_min is not None:
+            ok = isinstance(self.gain_min, (int, float)) and not isinstance(self.gain_min, bool)
+            check(
+                ok and -self.gain_max <= self.gain_min < self.gain_max,
+                "LSTMOptConfig",
+                "gain_min",
+                self.gain_min,
+                f"must be None or a number in [-gain_max, gain_max) = [{-self.gain_max}, "
+                f"{self.gain_max})",
+            )
+            check(
+                bool(self.gain_adapt),
+                "LSTMOptConfig",
+                "gain_min",
+                self.gain_min,
                 "needs the gain it acts on (gain_adapt > 0)",
             )
         check(
@@ -748,6 +778,8 @@ def scale_by_lstm(
                 u_N, new_s = apply_features(step_theta, feats, s, step_config, chunk)
             if config.step_decay:
                 u_N = u_N * decay_factor(count, config.step_decay, u_N.dtype)
+            if config.warmup:
+                u_N = u_N * warmup_factor(count, config.warmup, u_N.dtype)
             if config.gain_adapt:
                 beta = config.gain_adapt
                 if config.gain_size:
@@ -766,6 +798,7 @@ def scale_by_lstm(
                     config.gain_leak_above,
                     config.gain_floor,
                     upper,
+                    config.gain_min,
                 )
                 trace = config.gain_trace * gd[1] + u_N if config.gain_trace else u_N
                 gd = (log_gain, trace)
@@ -801,14 +834,15 @@ def adapt_log_gain(
     leak_above: float = 0.0,
     floor: float = 0.0,
     upper: jax.Array | None = None,
+    lower: float | None = None,
 ) -> jax.Array:
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
     :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0) + \lambda
-    \max(-L - \ell, 0), -M, U)` with M = `bound`, U = `upper` (M if None), lambda = `leak`,
-    l0 = `leak_above` (`LSTMOptConfig.gain_leak`) and L = `floor` (0: no floor), and
-    cos = `tensor_cosine(g, d)`."""
+    \max(-L - \ell, 0), B, U)` with M = `bound`, B = `lower` (-M if None), U = `upper` (M if
+    None), lambda = `leak`, l0 = `leak_above` (`LSTMOptConfig.gain_leak`) and L = `floor`
+    (0: no floor), and cos = `tensor_cosine(g, d)`."""
     cos = tensor_cosine(g_N, d_N)
-    return gain_step(log_gain, cos, beta, bound, leak, leak_above, floor, upper)
+    return gain_step(log_gain, cos, beta, bound, leak, leak_above, floor, upper, lower=lower)
 
 
 def tensor_cosine(g_N: jax.Array, d_N: jax.Array) -> jax.Array:
@@ -839,17 +873,18 @@ def gain_step(
     floor: float = 0.0,
     upper: jax.Array | None = None,
     correction: Any = 0.0,
+    lower: float | None = None,
 ) -> jax.Array:
     r"""`adapt_log_gain` from a cosine already computed, plus an additive `correction`:
     :math:`\mathrm{clip}(\ell - \beta \cos - \lambda \max(\ell - \ell_0, 0) + \lambda
-    \max(-L - \ell, 0) + \delta, -M, U)`."""
+    \max(-L - \ell, 0) + \delta, B, U)`."""
     new = log_gain - beta * cos.astype(log_gain.dtype)
     if leak:
         new = new - leak * jnp.maximum(log_gain - leak_above, 0)
     if leak and floor:
         new = new + leak * jnp.maximum(-floor - log_gain, 0)
     new = new + correction
-    return jnp.clip(new, -bound, bound if upper is None else upper)
+    return jnp.clip(new, -bound if lower is None else lower, bound if upper is None else upper)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:

@@ -19,6 +19,7 @@ from l2l_opt.config import (
     check_positive_float,
     check_positive_int,
     check_range,
+    check_unit_interval,
     from_dict,
 )
 from l2l_opt.lstm import LSTMOptConfig
@@ -51,6 +52,9 @@ class MetaTrainConfig:
       meta_objective: ``"sum"`` of the losses (the paper), ``"mean_log"`` (mean of log
         losses) or ``"normalized"`` (losses over the task's initial loss); the last two
         let tasks of different scales be mixed.
+      log_floor: ``mean_log`` only: a loss below this fraction of the task's initial loss
+        counts as that fraction (0: no floor), so that descent far below it cannot outweigh
+        runs that stall high.
       param_scale: task augmentation: ``(low, high)`` of random per-instance scales of the
         optimizee's parameters (`l2l_opt.problem.augment`); None for none.
       loss_scale: task augmentation: ``(low, high)`` of random per-instance loss scales.
@@ -75,6 +79,7 @@ class MetaTrainConfig:
     estimator: str = "tbptt"
     pes_std: float = 0.01
     meta_objective: str = "sum"
+    log_floor: float = 0.0
     param_scale: tuple[float, float] | None = None
     loss_scale: tuple[float, float] | None = None
     meta_learning_rate: float = 1e-3
@@ -116,6 +121,14 @@ class MetaTrainConfig:
         check_choice(self, "estimator", estimators.ESTIMATORS)
         check_positive_float(self, "pes_std", "meta_learning_rate", "clip_norm")
         check_choice(self, "meta_objective", unroll.OBJECTIVES)
+        check_unit_interval(self, "log_floor")
+        check(
+            not self.log_floor or self.meta_objective == "mean_log",
+            name,
+            "log_floor",
+            self.log_floor,
+            f"needs meta_objective='mean_log', not {self.meta_objective!r}",
+        )
         check_range(self, "param_scale")
         check_range(self, "loss_scale")
         check_bool(self, "second_order", "remat")
@@ -246,6 +259,7 @@ def estimator_of(
         num_steps=config.unroll_length,
         horizons=unroll.Horizons(config.min_horizon, config.horizon, config.tell_horizon),
         objective=config.meta_objective,
+        log_floor=config.log_floor,
         second_order=config.second_order,
         remat=config.remat,
         copies_from=copies,

@@ -85,23 +85,32 @@ def init_unroll_state(
     return _fresh(problem, opt, key, horizons, num_steps)
 
 
-def meta_objective(name: str, losses_K: jax.Array, final: jax.Array, init_loss: jax.Array):
+def meta_objective(
+    name: str,
+    losses_K: jax.Array,
+    final: jax.Array,
+    init_loss: jax.Array,
+    log_floor: float = 0.0,
+):
     r"""The truncation's meta-loss from the losses before each of its K steps and after.
 
     .. math::
       \text{sum: } \sum_{t=1}^{K} f_t, \qquad
-      \text{mean\_log: } \frac1K \sum_{t=1}^{K} \log f_t, \qquad
+      \text{mean\_log: } \frac1K \sum_{t=1}^{K} \log \max(f_t, \epsilon f_0), \qquad
       \text{normalized: } \frac1K \sum_{t=1}^{K} f_t / f_0
 
-    with :math:`f_t` the loss after t steps of the truncation and :math:`f_0` the task's
-    loss at its first step. The last two need positive losses; they put tasks of different
-    scales on one footing.
+    with :math:`f_t` the loss after t steps of the truncation, :math:`f_0` the task's
+    loss at its first step and :math:`\epsilon` = `log_floor` (0: no floor). The last two
+    need positive losses; they put tasks of different scales on one footing. The floor
+    stops ``mean_log`` from paying for descent far below the initial loss, which can
+    outweigh a few runs that stall high (a local minimum).
     """
     if name == "sum":
         return jnp.sum(losses_K[1:]) + final
     after = jnp.append(losses_K[1:], final)
     if name == "mean_log":
-        return jnp.mean(jnp.log(jnp.maximum(after, _TINY)))
+        floor = jnp.maximum(log_floor * init_loss, _TINY)
+        return jnp.mean(jnp.log(jnp.maximum(after, floor)))
     if name == "normalized":
         return jnp.mean(after / jnp.maximum(init_loss, _TINY))
     raise ValueError(f"meta_objective={name!r} is invalid: must be one of {list(OBJECTIVES)}")
@@ -117,6 +126,7 @@ def unroll(
     num_steps: int,
     horizons: Horizons,
     objective: str = "sum",
+    log_floor: float = 0.0,
     second_order: bool = False,
     remat: bool = False,
     opt_options: tuple[tuple[str, Any], ...] = (),
@@ -141,6 +151,7 @@ def unroll(
       num_steps: truncation length K.
       horizons: the horizons new optimizees draw.
       objective: one of `OBJECTIVES`.
+      log_floor: ``mean_log``'s floor, relative to the task's initial loss (`meta_objective`).
       second_order: keep second derivatives of the optimizee in the meta-gradient.
       remat: recompute each inner step's activations in the backward pass
         (``jax.checkpoint``) instead of storing them: memory per unroll step drops to the
@@ -181,7 +192,7 @@ def unroll(
     init_loss = jax.lax.stop_gradient(
         jnp.where(state.step == 0, losses[0], state.init_loss).astype(jnp.float32)
     )
-    meta_loss = meta_objective(objective, losses, final_loss, init_loss)
+    meta_loss = meta_objective(objective, losses, final_loss, init_loss, log_floor)
     new_state = state._replace(
         params=params, opt_state=opt_state, step=state.step + num_steps, key=key,
         init_loss=init_loss,
@@ -216,6 +227,7 @@ class Truncation:
       num_steps: truncation length K.
       horizons: the horizons new optimizees draw.
       objective: the meta-objective (`meta_objective`).
+      log_floor: ``mean_log``'s floor relative to the initial loss (`meta_objective`).
       second_order: keep the optimizee's second derivatives.
       remat: recompute inner-step activations in the backward pass.
       copies_from: runtime option: optimizees whose largest leaf has at least this many
@@ -228,6 +240,7 @@ class Truncation:
     num_steps: int
     horizons: Horizons
     objective: str = "sum"
+    log_floor: float = 0.0
     second_order: bool = False
     remat: bool = False
     copies_from: int | None = None
@@ -267,6 +280,7 @@ class Truncation:
                 num_steps=self.num_steps,
                 horizons=self.horizons,
                 objective=self.objective,
+                log_floor=self.log_floor,
                 second_order=self.second_order,
                 remat=self.remat,
                 opt_options=self.opt_options,

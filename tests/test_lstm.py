@@ -80,6 +80,11 @@ def test_check_theta_rejects_other_shapes():
         ("gain_adapt", -0.1),
         ("gain_adapt", float("nan")),
         ("gain_max", 0.0),
+        ("gain_min", 6.0),  # not below gain_max
+        ("gain_min", -7.0),
+        ("gain_min", -1.0),  # without gain_adapt
+        ("warmup", -1.0),
+        ("warmup", float("nan")),
         ("gain_leak", -0.1),
         ("gain_leak", 0.1),  # without gain_adapt
         ("gain_leak_above", float("inf")),
@@ -261,6 +266,7 @@ GAIN_RULES = {
     "warmup": ({"gain_warmup": 8.0, "gain_max": 0.5}, False),
     "trace": ({"gain_trace": 0.8}, False),
     "size": ({"gain_size": 3.0}, False),
+    "min": ({"gain_min": -0.05}, True),
 }
 
 
@@ -287,7 +293,8 @@ def written_out_gain_steps(config, grads, scale, tau):
             if floor:
                 pull -= leak * max(-floor - log_gain[k], 0.0)
             upper = bound * min(1.0, t / config.gain_warmup) if config.gain_warmup else bound
-            log_gain[k] = float(np.clip(log_gain[k] - b * cos - pull, -bound, upper))
+            lower = -bound if config.gain_min is None else config.gain_min
+            log_gain[k] = float(np.clip(log_gain[k] - b * cos - pull, lower, upper))
             last[k] = config.gain_trace * last[k] + d_k
             step[k] = d_k * np.exp(log_gain[k])
         steps.append(step)
@@ -298,7 +305,8 @@ def written_out_gain_steps(config, grads, scale, tau):
 def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor(rule):
     """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
     exp(l), l <- clip(l - beta' cos(g_t, d_{t-1}) - leak max(l - above, 0) + leak max(-floor
-    - l, 0), -M, M min(1, t / warmup)), beta' = beta sqrt(N / (N + size)), with d the trace
+    - l, 0), B, M min(1, t / warmup)) (B = gain_min, or -M), beta' = beta sqrt(N / (N +
+    size)), with d the trace
     rho d + u of the leaf's steps before its gain (`written_out_gain_steps`). Each rule's
     setting changes the gains from the plain rule's on these gradients."""
     scale, tau = 0.01, 50.0
@@ -320,7 +328,27 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     assert all(v != 0 for v in log_gain.values())
     assert any(abs(v) == pytest.approx(0.2) for v in log_gain.values()) == (rule == "bound")
     plain_gain = written_out_gain_steps(plain, grads, scale, tau)[1]
+    if rule == "min":  # the plain rule's gains fall below the lower bound; these never do
+        assert min(plain_gain.values()) < -0.05 < min(log_gain.values())
     assert (log_gain != plain_gain) == (rule != "plain")
+
+
+def test_warmup_scales_the_first_steps_linearly():
+    """``warmup=W`` multiplies the step at step t by min(1, t / W) and changes nothing else
+    (the gains read cosines, which the scale does not change)."""
+    plain = dataclasses.replace(PROGRESS_NET, step_decay=50.0, exp_mult=1.0, gain_adapt=0.3)
+    warm = dataclasses.replace(plain, warmup=4.0)
+    theta = plain.init(jax.random.key(0))
+    params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
+    txs = [l2l_opt.learned_opt(theta, config=c) for c in (plain, warm)]
+    states = [tx.init(params) for tx in txs]
+    for t in range(1, 8):
+        g = jax.tree.map(lambda p, t=t: jnp.cos(2.0 * p + 0.3 * t), params)
+        (a, states[0]), (b, states[1]) = (
+            tx.update(g, s, params) for tx, s in zip(txs, states, strict=True)
+        )
+        for k in params:
+            np.testing.assert_allclose(b[k], a[k] * min(1.0, t / 4.0), rtol=1e-5, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,7 @@ def test_pes_needs_no_second_order():
             curriculum=((0, 10, 100), (50, 20, 1000)),
             param_scale=(0.1, 10.0),
             meta_objective="mean_log",
+            log_floor=1e-5,
             net=l2l_opt.MLPOptConfig(hidden_size=8),
         ),
     ],
@@ -190,5 +191,17 @@ def test_meta_objectives():
         meta_objective("mean_log", losses_K, final, init), np.mean(np.log([4.0, 2.0, 1.0]))
     )
     np.testing.assert_allclose(meta_objective("normalized", losses_K, final, init), 7.0 / 24)
+    # A floor of 0.25 x the initial loss (2.0): the 1.0 counts as 2.0.
+    np.testing.assert_allclose(
+        meta_objective("mean_log", losses_K, final, init, 0.25), np.mean(np.log([4.0, 2.0, 2.0]))
+    )
     with pytest.raises(ValueError, match="meta_objective='max' is invalid"):
         meta_objective("max", losses_K, final, init)
+
+
+def test_log_floor_is_a_fraction_for_mean_log_only():
+    l2l_opt.MetaTrainConfig(meta_objective="mean_log", log_floor=1e-5)
+    with pytest.raises(ConfigError, match="log_floor=1.5 is invalid: must be in"):
+        l2l_opt.MetaTrainConfig(meta_objective="mean_log", log_floor=1.5)
+    with pytest.raises(ConfigError, match="log_floor=0.001 is invalid: needs meta_objective"):
+        l2l_opt.MetaTrainConfig(meta_objective="sum", log_floor=1e-3)
