@@ -6,6 +6,7 @@
   python experiments/convert_weights.py IN.npz OUT.npz --gain-max 2
   python experiments/convert_weights.py IN.npz OUT.npz --gain-leak 0.05 --gain-leak-above 2
   python experiments/convert_weights.py IN.npz OUT.npz --gain-trace 0.9 --gain-size 32
+  python experiments/convert_weights.py IN.npz OUT.npz --gain-min 0 --warmup 10
 
 --gain-only (`lstm.to_gain_only`): keeps the LSTM, the magnitude head and the skip path's
 weights on the gradient features; drops the direction head and the skip path's weights on
@@ -14,10 +15,10 @@ the shared inputs (progress, clock), as for the shipped `"mixture"` weights
 --magnitude-cell (`lstm.to_magnitude_cell`): the magnitude head also reads the LSTM's cell
 state, with zero weights on it.
 --gain-adapt BETA, --gain-max M, --step-decay TAU, --gain-leak LAMBDA, --gain-leak-above L0,
---gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0: the same weights with these
-settings, which have no weights of their own (`LSTMOptConfig.gain_adapt`, `.gain_max`,
-`.step_decay`, `.gain_leak`, `.gain_leak_above`, `.gain_floor`, `.gain_warmup`, `.gain_trace`,
-`.gain_size`).
+--gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-min B, --warmup W:
+the same weights with these settings, which have no weights of their own
+(`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`, `.gain_leak`, `.gain_leak_above`,
+`.gain_floor`, `.gain_warmup`, `.gain_trace`, `.gain_size`, `.gain_min`, `.warmup`).
 Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
 OUT.npz`.
 """
@@ -38,6 +39,8 @@ SETTINGS = {
     "gain_warmup": "W",
     "gain_trace": "RHO",
     "gain_size": "N0",
+    "gain_min": "B",
+    "warmup": "W",
 }
 
 
