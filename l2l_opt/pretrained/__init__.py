@@ -15,7 +15,7 @@ DEFAULT = "mixture"
 SHA256 = {
     "mixture": "24b9b884bfe08cdecc0fb24ae7967a3f977c832e6d19b8d687ddab7cbedd3229",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "d5e95468fc4c4ba999c42a32f4b669e7f3dd475b754b4764945b21949bffcc14",
+    "quadratic": "b6f96f4a21bd559ec19e3680240d80cf1a1b205bfa167d25dafe17f598cef953",
 }
 
 
