@@ -306,9 +306,9 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
     exp(l), l <- clip(l - beta' cos(g_t, d_{t-1}) - leak max(l - above, 0) + leak max(-floor
     - l, 0), B, M min(1, t / warmup)) (B = gain_min, or -M), beta' = beta sqrt(N / (N +
-    size)), with d the trace
-    rho d + u of the leaf's steps before its gain (`written_out_gain_steps`). Each rule's
-    setting changes the gains from the plain rule's on these gradients."""
+    size)), with d the trace rho d + u of the leaf's steps before its gain
+    (`written_out_gain_steps`). Each rule's setting changes the gains from the plain rule's
+    on these gradients."""
     scale, tau = 0.01, 50.0
     plain = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=0.3)
     settings, turn_back = GAIN_RULES[rule]
