@@ -7,6 +7,8 @@
   python experiments/convert_weights.py IN.npz OUT.npz --gain-leak 0.05 --gain-leak-above 2
   python experiments/convert_weights.py IN.npz OUT.npz --gain-trace 0.9 --gain-size 32
   python experiments/convert_weights.py IN.npz OUT.npz --gain-min 0 --warmup 10
+  python experiments/convert_weights.py IN.npz OUT.npz --gain-min 0 --gain-min-warmup 100 \
+      --gain-min-release 3
 
 --gain-only (`lstm.to_gain_only`): keeps the LSTM, the magnitude head and the skip path's
 weights on the gradient features; drops the direction head and the skip path's weights on
@@ -15,10 +17,11 @@ the shared inputs (progress, clock), as for the shipped `"mixture"` weights
 --magnitude-cell (`lstm.to_magnitude_cell`): the magnitude head also reads the LSTM's cell
 state, with zero weights on it.
 --gain-adapt BETA, --gain-max M, --step-decay TAU, --gain-leak LAMBDA, --gain-leak-above L0,
---gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-min B, --warmup W:
-the same weights with these settings, which have no weights of their own
-(`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`, `.gain_leak`, `.gain_leak_above`,
-`.gain_floor`, `.gain_warmup`, `.gain_trace`, `.gain_size`, `.gain_min`, `.warmup`).
+--gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-min B,
+--gain-min-warmup S, --gain-min-release C, --warmup W: the same weights with these settings,
+which have no weights of their own (`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`,
+`.gain_leak`, `.gain_leak_above`, `.gain_floor`, `.gain_warmup`, `.gain_trace`, `.gain_size`,
+`.gain_min`, `.gain_min_warmup`, `.gain_min_release`, `.warmup`).
 Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
 OUT.npz`.
 """
@@ -40,6 +43,8 @@ SETTINGS = {
     "gain_trace": "RHO",
     "gain_size": "N0",
     "gain_min": "B",
+    "gain_min_warmup": "S",
+    "gain_min_release": "C",
     "warmup": "W",
 }
 

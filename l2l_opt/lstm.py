@@ -107,6 +107,18 @@ class LSTMOptConfig:
         of small tensors (biases, norms) to e^-M and of large ones well below 1 within a few
         hundred steps; ``gain_min=0`` lets the gain raise the step but never lower it below
         the network's own. None (default): -M.
+      gain_min_warmup: S > 0: the lower bound rises from -M to `gain_min` B over the first S
+        steps, :math:`\ell_t \ge -M + (B + M) \min(1, t / S)`, so that the gain can still
+        fall early in a run, when steps that are too long would kill it (a conv net's ReLUs),
+        but cannot drift down later on noisy batches. 0 (default): B from the first step.
+      gain_min_release: c > 0: the lower bound gives way by as much as the leaf's gradients
+        have shrunk beyond a factor e^-c, :math:`+ \min(0, r_t + c)` with
+        :math:`r_t = \tfrac12 \log(\bar v_t / \max_{s \le t} \bar v_s)` and
+        :math:`\bar v_t` the leaf's mean of Adam's bias-corrected second moment (down to -M),
+        so that a run that has converged (gradients orders of magnitude below their peak, as
+        a quadratic's at its floor) can shorten its steps again, while noisy batches (whose
+        gradients stay within a few e-folds of their peak) cannot. Needs `gain_min` and
+        ``"adam"`` preprocessing; keeps the running max per leaf. 0 (default): no release.
       gain_leak: lambda >= 0 pulls a log-gain above l0 = `gain_leak_above` back by lambda of
         its excess each step, :math:`\ell_t = \mathrm{clip}(\ell_{t-1} - \beta \cos -
         \lambda \max(\ell_{t-1} - \ell_0, 0), \pm M)`, so that a steady signal settles the
@@ -158,6 +170,8 @@ class LSTMOptConfig:
     gain_adapt: float = 0.0
     gain_max: float = MAX_LOG_GAIN
     gain_min: float | None = None
+    gain_min_warmup: float = 0.0
+    gain_min_release: float = 0.0
     gain_leak: float = 0.0
     gain_leak_above: float = 0.0
     gain_floor: float = 0.0
@@ -202,6 +216,8 @@ class LSTMOptConfig:
             "gain_size",
             "gain_floor",
             "gain_warmup",
+            "gain_min_warmup",
+            "gain_min_release",
             allow_zero=True,
         )
         check_bool(self, "magnitude_cell", "gain_only")
@@ -238,6 +254,21 @@ class LSTMOptConfig:
                 self.gain_min,
                 "needs the gain it acts on (gain_adapt > 0)",
             )
+        for field in ("gain_min_warmup", "gain_min_release"):
+            check(
+                not getattr(self, field) or self.gain_min is not None,
+                "LSTMOptConfig",
+                field,
+                getattr(self, field),
+                "needs the lower bound it acts on (gain_min)",
+            )
+        check(
+            not self.gain_min_release or self.preprocessing == "adam",
+            "LSTMOptConfig",
+            "gain_min_release",
+            self.gain_min_release,
+            "needs Adam's second moment (preprocessing='adam')",
+        )
         check(
             not self.gain_floor or bool(self.gain_leak),
             "LSTMOptConfig",
@@ -736,7 +767,9 @@ def scale_by_lstm(
             if not config.gain_adapt:
                 return ()
             dtype = compute_dtype(jnp.result_type(p))
-            return (jnp.zeros([], dtype), jnp.zeros((jnp.size(p),), dtype))
+            gain = (jnp.zeros([], dtype), jnp.zeros((jnp.size(p),), dtype))
+            # With gain_min_release, the running max of the leaf's mean second moment.
+            return gain + (jnp.zeros([], dtype),) * bool(config.gain_min_release)
 
         return LearnedOptState(
             lstm=jax.tree.map(leaf_state, params),
@@ -748,7 +781,7 @@ def scale_by_lstm(
     # Per leaf, the structure of its state (see `structure.restore`).
     layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
     moments_like = (0, 0) if use_moments else ()
-    gain_like = (0, 0) if config.gain_adapt else ()
+    gain_like = ((0, 0) + (0,) * bool(config.gain_min_release)) if config.gain_adapt else ()
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
@@ -788,6 +821,7 @@ def scale_by_lstm(
                 if config.gain_warmup:
                     ramp = warmup_factor(count, config.gain_warmup, gd[0].dtype)
                     upper = config.gain_max * ramp
+                lower, peak = gain_lower_bound(count, config, mv, gd[2:], gd[0].dtype)
                 log_gain = adapt_log_gain(
                     gd[0],
                     g_N,
@@ -798,10 +832,10 @@ def scale_by_lstm(
                     config.gain_leak_above,
                     config.gain_floor,
                     upper,
-                    config.gain_min,
+                    lower,
                 )
                 trace = config.gain_trace * gd[1] + u_N if config.gain_trace else u_N
-                gd = (log_gain, trace)
+                gd = (log_gain, trace, *peak)
                 u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
@@ -824,6 +858,33 @@ def scale_by_lstm(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def gain_lower_bound(
+    count: jax.Array, config: LSTMOptConfig, moments: tuple, peak: tuple, dtype=jnp.float32
+) -> tuple[Any, tuple]:
+    r"""The log-gain's lower bound at step t = `count` (`LSTMOptConfig.gain_min` B, with its
+    warm-up S and release c): :math:`\max(-M, -M + (B + M) \min(1, t / S) + \min(0, r_t +
+    c))`, with :math:`r_t = \tfrac12 \log(\bar v_t / \max_{s \le t} \bar v_s)` from
+    the leaf's Adam `moments` (m, v) and the running max `peak` (``(max,)``, or ``()``
+    without a release), and the updated `peak`. None (no `gain_min`): -M, in
+    `adapt_log_gain`. A non-finite mean leaves the bound and the max as they were."""
+    if config.gain_min is None:
+        return None, peak
+    bound, lower = config.gain_max, config.gain_min
+    if config.gain_min_warmup:
+        ramp = warmup_factor(count, config.gain_min_warmup, dtype)
+        lower = -bound + (lower + bound) * ramp
+    if not config.gain_min_release:
+        return lower, peak
+    t = count.astype(dtype)
+    v_bar = jnp.mean(moments[1]) / (1 - config.beta2**t)
+    v_bar = jnp.where(jnp.isfinite(v_bar), v_bar, peak[0])
+    v_max = jnp.maximum(peak[0], v_bar)
+    tiny = jnp.finfo(v_bar.dtype).tiny
+    r = 0.5 * (jnp.log(jnp.maximum(v_bar, tiny)) - jnp.log(jnp.maximum(v_max, tiny)))
+    lower = jnp.maximum(-bound, lower + jnp.minimum(0, r + config.gain_min_release))
+    return lower, (v_max,)
+
+
 def adapt_log_gain(
     log_gain: jax.Array,
     g_N: jax.Array,
@@ -834,7 +895,7 @@ def adapt_log_gain(
     leak_above: float = 0.0,
     floor: float = 0.0,
     upper: jax.Array | None = None,
-    lower: float | None = None,
+    lower: Any = None,
 ) -> jax.Array:
     r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
     :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0) + \lambda
@@ -873,7 +934,7 @@ def gain_step(
     floor: float = 0.0,
     upper: jax.Array | None = None,
     correction: Any = 0.0,
-    lower: float | None = None,
+    lower: Any = None,
 ) -> jax.Array:
     r"""`adapt_log_gain` from a cosine already computed, plus an additive `correction`:
     :math:`\mathrm{clip}(\ell - \beta \cos - \lambda \max(\ell - \ell_0, 0) + \lambda

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 import re
 
 import jax
@@ -83,6 +84,10 @@ def test_check_theta_rejects_other_shapes():
         ("gain_min", 6.0),  # not below gain_max
         ("gain_min", -7.0),
         ("gain_min", -1.0),  # without gain_adapt
+        ("gain_min_warmup", -1.0),
+        ("gain_min_warmup", 10.0),  # without gain_min
+        ("gain_min_release", float("nan")),
+        ("gain_min_release", 3.0),  # without gain_min
         ("warmup", -1.0),
         ("warmup", float("nan")),
         ("gain_leak", -0.1),
@@ -267,6 +272,8 @@ GAIN_RULES = {
     "trace": ({"gain_trace": 0.8}, False),
     "size": ({"gain_size": 3.0}, False),
     "min": ({"gain_min": -0.05}, True),
+    "min_warmup": ({"gain_min": -0.05, "gain_min_warmup": 6.0}, True),
+    "min_release": ({"gain_min": -0.05, "gain_min_release": 0.5}, True),
 }
 
 
@@ -279,6 +286,7 @@ def written_out_gain_steps(config, grads, scale, tau):
     adam_state = adam.init(grads[0])
     log_gain = {k: 0.0 for k in grads[0]}
     last = {k: np.zeros(np.shape(v)) for k, v in grads[0].items()}
+    peak = {k: 0.0 for k in grads[0]}  # the running max of the mean second moment
     steps = []
     for t, g in enumerate(grads, start=1):
         d, adam_state = adam.update(g, adam_state)
@@ -294,6 +302,13 @@ def written_out_gain_steps(config, grads, scale, tau):
                 pull -= leak * max(-floor - log_gain[k], 0.0)
             upper = bound * min(1.0, t / config.gain_warmup) if config.gain_warmup else bound
             lower = -bound if config.gain_min is None else config.gain_min
+            if config.gain_min_warmup:
+                lower = -bound + (lower + bound) * min(1.0, t / config.gain_min_warmup)
+            if config.gain_min_release:
+                v_bar = float(np.mean(adam_state.nu[k])) / (1 - 0.999**t)
+                peak[k] = max(peak[k], v_bar)
+                shrink = 0.5 * np.log(v_bar / peak[k])
+                lower = max(-bound, lower + min(0.0, shrink + config.gain_min_release))
             log_gain[k] = float(np.clip(log_gain[k] - b * cos - pull, lower, upper))
             last[k] = config.gain_trace * last[k] + d_k
             step[k] = d_k * np.exp(log_gain[k])
@@ -305,16 +320,19 @@ def written_out_gain_steps(config, grads, scale, tau):
 def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor(rule):
     """With `gain_adapt` beta and zero heads, each leaf's step is Adam's (on the decay) times
     exp(l), l <- clip(l - beta' cos(g_t, d_{t-1}) - leak max(l - above, 0) + leak max(-floor
-    - l, 0), B, M min(1, t / warmup)) (B = gain_min, or -M), beta' = beta sqrt(N / (N +
+    - l, 0), B_t, M min(1, t / warmup)) (B_t = gain_min B, or -M; with gain_min_warmup S,
+    -M + (B + M) min(1, t / S); with gain_min_release c, lowered by min(0, r + c), r the half
+    log of the leaf's mean second moment over its running max), beta' = beta sqrt(N / (N +
     size)), with d the trace rho d + u of the leaf's steps before its gain
     (`written_out_gain_steps`). Each rule's setting changes the gains from the plain rule's
-    on these gradients."""
+    on these gradients (the release's shrink, by e^-0.3 a step, with them)."""
     scale, tau = 0.01, 50.0
     plain = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=0.3)
     settings, turn_back = GAIN_RULES[rule]
     config = dataclasses.replace(plain, **settings)
     params = {"w": jnp.linspace(-1.0, 1.0, 5), "b": jnp.ones((2, 2))}
-    sign = lambda k: -1.0 if turn_back and k % 4 >= 2 else 1.0
+    shrink = 0.3 if "gain_min_release" in settings else 0.0
+    sign = lambda k: (-1.0 if turn_back and k % 4 >= 2 else 1.0) * math.exp(-shrink * k)
     grads = [
         jax.tree.map(lambda p, k=k: sign(k) * jnp.cos(2.0 * p + 0.3 * k), params) for k in range(12)
     ]
@@ -328,9 +346,35 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     assert all(v != 0 for v in log_gain.values())
     assert any(abs(v) == pytest.approx(0.2) for v in log_gain.values()) == (rule == "bound")
     plain_gain = written_out_gain_steps(plain, grads, scale, tau)[1]
-    if rule == "min":  # the plain rule's gains fall below the lower bound; these never do
-        assert min(plain_gain.values()) < -0.05 < min(log_gain.values())
+    if rule.startswith("min"):  # the plain rule's gains fall below the lower bound
+        assert min(plain_gain.values()) < -0.05
+        held = written_out_gain_steps(dataclasses.replace(plain, gain_min=-0.05), grads, scale, tau)
+        # With the bound B from the start, or risen to it, no gain ends below B; the warm-up
+        # and the release (as the gradients shrink) change the gains from the held bound's.
+        assert rule == "min_release" or min(log_gain.values()) >= -0.05
+        assert (held[1] != log_gain) == (rule != "min")
     assert (log_gain != plain_gain) == (rule != "plain")
+
+
+def test_gain_min_rises_over_its_warmup_and_gives_way_only_past_the_release():
+    """`lstm.gain_lower_bound`: -M + (B + M) min(1, t / S), lowered by min(0, r + c) once
+    the leaf's mean second moment has fallen by more than e^-2c from its peak (r its half
+    log ratio), never below -M; a non-finite moment changes neither the bound nor the peak."""
+    config = dataclasses.replace(
+        PROGRESS_NET, gain_adapt=0.3, gain_min=0.0, gain_min_warmup=10.0, gain_min_release=3.0
+    )
+    t = lambda n: jnp.asarray(n, jnp.int32)
+    v = lambda x, n: (None, jnp.full((4,), x * (1 - 0.999**n)))  # raw v of a bias-corrected x
+    bound, peak = lstm.gain_lower_bound(t(5), config, v(1.0, 5), (jnp.zeros([]),))
+    assert float(bound) == pytest.approx(-3.0) and float(peak[0]) == pytest.approx(1.0, rel=1e-4)
+    for x, want in [(np.exp(-4.0), 0.0), (np.exp(-10.0), -2.0), (np.exp(-30.0), -6.0)]:
+        bound, same = lstm.gain_lower_bound(t(50), config, v(x, 50), peak)
+        assert float(bound) == pytest.approx(want, abs=1e-5)
+        assert float(same[0]) == pytest.approx(1.0, rel=1e-4)
+    bound, same = lstm.gain_lower_bound(t(50), config, v(float("nan"), 50), peak)
+    assert float(bound) == 0.0 and float(same[0]) == pytest.approx(1.0, rel=1e-4)
+    held = dataclasses.replace(config, gain_min_release=0.0)
+    assert lstm.gain_lower_bound(t(50), held, v(1e-9, 50), ()) == (0.0, ())
 
 
 def test_warmup_scales_the_first_steps_linearly():

@@ -13,7 +13,7 @@ from l2l_opt import architecture, checkpoint
 DEFAULT = "mixture"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "mixture": "24b9b884bfe08cdecc0fb24ae7967a3f977c832e6d19b8d687ddab7cbedd3229",
+    "mixture": "006ec427382b186d0c7d1e58415d074fec5b3350c88fe8794b3d7168040f842f",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
     "quadratic": "b6f96f4a21bd559ec19e3680240d80cf1a1b205bfa167d25dafe17f598cef953",
 }
