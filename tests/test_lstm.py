@@ -325,7 +325,7 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     log of the leaf's mean second moment over its running max), beta' = beta sqrt(N / (N +
     size)), with d the trace rho d + u of the leaf's steps before its gain
     (`written_out_gain_steps`). Each rule's setting changes the gains from the plain rule's
-    on these gradients (the release's shrink, by e^-0.3 a step, with them)."""
+    on these gradients (for the release, gradients that shrink by e^-0.3 a step)."""
     scale, tau = 0.01, 50.0
     plain = dataclasses.replace(PROGRESS_NET, step_decay=tau, exp_mult=1.0, gain_adapt=0.3)
     settings, turn_back = GAIN_RULES[rule]
