@@ -17,11 +17,12 @@ the shared inputs (progress, clock), as for the shipped `"mixture"` weights
 --magnitude-cell (`lstm.to_magnitude_cell`): the magnitude head also reads the LSTM's cell
 state, with zero weights on it.
 --gain-adapt BETA, --gain-max M, --step-decay TAU, --gain-leak LAMBDA, --gain-leak-above L0,
---gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-min B,
---gain-min-warmup S, --gain-min-release C, --warmup W: the same weights with these settings,
-which have no weights of their own (`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`,
-`.gain_leak`, `.gain_leak_above`, `.gain_floor`, `.gain_warmup`, `.gain_trace`, `.gain_size`,
-`.gain_min`, `.gain_min_warmup`, `.gain_min_release`, `.warmup`).
+--gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-pool N0,
+--gain-min B, --gain-min-warmup S, --gain-min-release C, --warmup W: the same weights with
+these settings, which have no weights of their own (`LSTMOptConfig.gain_adapt`, `.gain_max`,
+`.step_decay`, `.gain_leak`, `.gain_leak_above`, `.gain_floor`, `.gain_warmup`,
+`.gain_trace`, `.gain_size`, `.gain_pool`, `.gain_min`, `.gain_min_warmup`,
+`.gain_min_release`, `.warmup`).
 Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
 OUT.npz`.
 """
@@ -42,6 +43,7 @@ SETTINGS = {
     "gain_warmup": "W",
     "gain_trace": "RHO",
     "gain_size": "N0",
+    "gain_pool": "N0",
     "gain_min": "B",
     "gain_min_warmup": "S",
     "gain_min_release": "C",

@@ -148,6 +148,13 @@ class LSTMOptConfig:
         :math:`\sqrt{N / (N + N_0)}`: the cosine of two noisy N-vectors scatters by about
         :math:`1 / \sqrt{N}`, so that a tiny leaf's gain (a bias of 4 entries) otherwise walks
         at random on noisy batches. 0 (default): the same beta for every leaf.
+      gain_pool: N0 >= 0 shrinks each leaf's cosine towards the pooled cosine of all the
+        leaves the transformation updates,
+        :math:`(N \cos_l + N_0 \bar{c}) / (N + N_0)` with
+        :math:`\bar{c} = \sum_k N_k \cos_k / \sum_k N_k`: a tiny leaf (a bias of 4 entries)
+        then follows the model's large tensors instead of its own noisy cosine. Unlike
+        `gain_size` it leaves a model of one leaf (a quadratic, Rosenbrock) exactly as it is.
+        0 (default): each leaf's own cosine.
     """
 
     num_layers: int = 2
@@ -178,6 +185,7 @@ class LSTMOptConfig:
     gain_warmup: float = 0.0
     gain_trace: float = 0.0
     gain_size: float = 0.0
+    gain_pool: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -214,6 +222,7 @@ class LSTMOptConfig:
             "gain_leak",
             "gain_leak_above",
             "gain_size",
+            "gain_pool",
             "gain_floor",
             "gain_warmup",
             "gain_min_warmup",
@@ -229,7 +238,7 @@ class LSTMOptConfig:
                 self.gain_only,
                 "needs a skip path (skip_init) and a magnitude head (exp_mult > 0)",
             )
-        for field in ("gain_leak", "gain_trace", "gain_size", "gain_warmup"):
+        for field in ("gain_leak", "gain_trace", "gain_size", "gain_pool", "gain_warmup"):
             check(
                 not getattr(self, field) or bool(self.gain_adapt),
                 "LSTMOptConfig",
@@ -791,8 +800,15 @@ def scale_by_lstm(
         leaf_moments = [restore(m, moments_like) for m in treedef.flatten_up_to(state.moments)]
         leaf_gains = [restore(x, gain_like) for x in treedef.flatten_up_to(state.gain)]
         new_updates, new_states, new_moments, new_gains, folded = [], [], [], [], {}
-        for g, s, mv, gd in zip(leaves, leaf_states, leaf_moments, leaf_gains, strict=True):
-            g_N = jnp.reshape(g, (-1,)).astype(compute_dtype(g.dtype))
+        flat = [jnp.reshape(g, (-1,)).astype(compute_dtype(g.dtype)) for g in leaves]
+        cosines = [None] * len(leaves)
+        if config.gain_adapt:
+            cosines = [tensor_cosine(g_N, gd[1]) for g_N, gd in zip(flat, leaf_gains, strict=True)]
+            if config.gain_pool:
+                cosines = pool_cosines(cosines, [g_N.size for g_N in flat], config.gain_pool)
+        for g, g_N, s, mv, gd, cos in zip(
+            leaves, flat, leaf_states, leaf_moments, leaf_gains, cosines, strict=True
+        ):
             if use_moments:
                 m, v = preprocessing.adam_moments(g_N, *mv, config.beta1, config.beta2)
                 feats = preprocessing.adam_features(g_N, m, v, count, config.beta1, config.beta2)
@@ -822,17 +838,16 @@ def scale_by_lstm(
                     ramp = warmup_factor(count, config.gain_warmup, gd[0].dtype)
                     upper = config.gain_max * ramp
                 lower, peak = gain_lower_bound(count, config, mv, gd[2:], gd[0].dtype)
-                log_gain = adapt_log_gain(
+                log_gain = gain_step(
                     gd[0],
-                    g_N,
-                    gd[1],
+                    cos,
                     beta,
                     config.gain_max,
                     config.gain_leak,
                     config.gain_leak_above,
                     config.gain_floor,
                     upper,
-                    lower,
+                    lower=lower,
                 )
                 trace = config.gain_trace * gd[1] + u_N if config.gain_trace else u_N
                 gd = (log_gain, trace, *peak)
@@ -904,6 +919,17 @@ def adapt_log_gain(
     (0: no floor), and cos = `tensor_cosine(g, d)`."""
     cos = tensor_cosine(g_N, d_N)
     return gain_step(log_gain, cos, beta, bound, leak, leak_above, floor, upper, lower=lower)
+
+
+def pool_cosines(cosines: list, sizes: list, pool: float) -> list:
+    r"""Each leaf's cosine shrunk towards the pooled one (`LSTMOptConfig.gain_pool` N0):
+    :math:`(N_l \cos_l + N_0 \bar{c}) / (N_l + N_0)`, :math:`\bar{c} = \sum_k N_k \cos_k /
+    \sum_k N_k`. One leaf is returned as it is."""
+    if len(cosines) < 2:
+        return cosines
+    total = sum(sizes)
+    pooled = sum(c * (n / total) for c, n in zip(cosines, sizes, strict=True))
+    return [(n * c + pool * pooled) / (n + pool) for c, n in zip(cosines, sizes, strict=True)]
 
 
 def tensor_cosine(g_N: jax.Array, d_N: jax.Array) -> jax.Array:

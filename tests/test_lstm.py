@@ -101,6 +101,8 @@ def test_check_theta_rejects_other_shapes():
         ("gain_trace", 0.5),  # without gain_adapt
         ("gain_size", -1.0),
         ("gain_size", 10.0),  # without gain_adapt
+        ("gain_pool", -1.0),
+        ("gain_pool", 10.0),  # without gain_adapt
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -271,6 +273,7 @@ GAIN_RULES = {
     "warmup": ({"gain_warmup": 8.0, "gain_max": 0.5}, False),
     "trace": ({"gain_trace": 0.8}, False),
     "size": ({"gain_size": 3.0}, False),
+    "pool": ({"gain_pool": 3.0}, False),
     "min": ({"gain_min": -0.05}, True),
     "min_warmup": ({"gain_min": -0.05, "gain_min_warmup": 6.0}, True),
     "min_release": ({"gain_min": -0.05, "gain_min_release": 0.5}, True),
@@ -291,11 +294,18 @@ def written_out_gain_steps(config, grads, scale, tau):
     for t, g in enumerate(grads, start=1):
         d, adam_state = adam.update(g, adam_state)
         step = {}
+        cosines = {}
+        for k in g:
+            gk = np.asarray(g[k])
+            norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
+            cosines[k] = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
+        sizes = {k: np.size(g[k]) for k in g}
+        pooled = sum(sizes[k] * cosines[k] for k in g) / sum(sizes.values())
         for k in g:
             d_k = -scale / np.sqrt(1 + t / tau) * np.asarray(d[k])
             gk = np.asarray(g[k])
-            norms = np.linalg.norm(gk) * np.linalg.norm(last[k])
-            cos = 0.0 if norms == 0 else float(np.vdot(gk, last[k]) / norms)
+            n0 = config.gain_pool
+            cos = (sizes[k] * cosines[k] + n0 * pooled) / (sizes[k] + n0)
             b = beta * np.sqrt(gk.size / (gk.size + config.gain_size))
             pull = leak * max(log_gain[k] - above, 0.0)
             if floor:
@@ -323,7 +333,8 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     - l, 0), B_t, M min(1, t / warmup)) (B_t = gain_min B, or -M; with gain_min_warmup S,
     -M + (B + M) min(1, t / S); with gain_min_release c, lowered by min(0, r + c), r the half
     log of the leaf's mean second moment over its running max), beta' = beta sqrt(N / (N +
-    size)), with d the trace rho d + u of the leaf's steps before its gain
+    size)), cos shrunk to (N cos + pool c) / (N + pool) with c the leaves' size-weighted
+    mean cosine, with d the trace rho d + u of the leaf's steps before its gain
     (`written_out_gain_steps`). Each rule's setting changes the gains from the plain rule's
     on these gradients (for the release, gradients that shrink by e^-0.3 a step)."""
     scale, tau = 0.01, 50.0
@@ -354,6 +365,33 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
         assert rule == "min_release" or min(log_gain.values()) >= -0.05
         assert (held[1] != log_gain) == (rule != "min")
     assert (log_gain != plain_gain) == (rule != "plain")
+
+
+def test_gain_pool_leaves_one_leaf_alone_and_pulls_a_small_leaf_to_the_model():
+    """`gain_pool`: a model of one leaf takes the same steps with it as without it, bit for
+    bit; in a model of a 4-entry bias and a 400-entry kernel whose bias gradients flip sign
+    each step (its own cosine -1), the bias's gain follows the kernel's (steady gradients)
+    up instead of falling."""
+    plain = dataclasses.replace(PROGRESS_NET, step_decay=50.0, exp_mult=1.0, gain_adapt=0.3)
+    pooled = dataclasses.replace(plain, gain_pool=1e4)
+    theta = plain.init(jax.random.key(0))
+
+    def run(config, grads):
+        tx = l2l_opt.learned_opt(theta, config=config)
+        state = tx.init(grads[0])
+        steps = []
+        for g in grads:
+            u, state = tx.update(g, state)
+            steps.append(u)
+        return steps, optax.tree.get(state, "gain")
+
+    one = [{"x": jnp.cos(jnp.arange(10.0) + k)} for k in range(6)]
+    for a, b in zip(run(plain, one)[0], run(pooled, one)[0], strict=True):
+        np.testing.assert_array_equal(a["x"], b["x"])
+    two = [{"b": (-1.0) ** k * jnp.ones(4), "w": jnp.ones(400)} for k in range(6)]
+    own, with_pool = run(plain, two)[1], run(pooled, two)[1]
+    assert float(own["b"][0]) < 0 < float(with_pool["b"][0])
+    assert float(with_pool["b"][0]) == pytest.approx(float(with_pool["w"][0]), rel=0.05)
 
 
 def test_gain_min_rises_over_its_warmup_and_gives_way_only_past_the_release():
