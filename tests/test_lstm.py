@@ -303,10 +303,9 @@ def written_out_gain_steps(config, grads, scale, tau):
         pooled = sum(sizes[k] * cosines[k] for k in g) / sum(sizes.values())
         for k in g:
             d_k = -scale / np.sqrt(1 + t / tau) * np.asarray(d[k])
-            gk = np.asarray(g[k])
             n0 = config.gain_pool
             cos = (sizes[k] * cosines[k] + n0 * pooled) / (sizes[k] + n0)
-            b = beta * np.sqrt(gk.size / (gk.size + config.gain_size))
+            b = beta * np.sqrt(sizes[k] / (sizes[k] + config.gain_size))
             pull = leak * max(log_gain[k] - above, 0.0)
             if floor:
                 pull -= leak * max(-floor - log_gain[k], 0.0)

@@ -15,7 +15,7 @@ DEFAULT = "mixture"
 SHA256 = {
     "mixture": "006ec427382b186d0c7d1e58415d074fec5b3350c88fe8794b3d7168040f842f",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
-    "quadratic": "292b3bad8f28ae6d29e84c4774573d2a5c0fea201cfcaf04b0e30db7cd9b1af4",
+    "quadratic": "f2bef9db3d1e052662cfc3bb3679cdbae215170d379559aa02fd4ee5d55bd85a",
 }
 
 
