@@ -881,7 +881,7 @@ def gain_lower_bound(
     c))`, with :math:`r_t = \tfrac12 \log(\bar v_t / \max_{s \le t} \bar v_s)` from
     the leaf's Adam `moments` (m, v) and the running max `peak` (``(max,)``, or ``()``
     without a release), and the updated `peak`. None (no `gain_min`): -M, in
-    `adapt_log_gain`. A non-finite mean leaves the bound and the max as they were."""
+    `gain_step`. A non-finite mean leaves the bound and the max as they were."""
     if config.gain_min is None:
         return None, peak
     bound, lower = config.gain_max, config.gain_min
@@ -898,27 +898,6 @@ def gain_lower_bound(
     r = 0.5 * (jnp.log(jnp.maximum(v_bar, tiny)) - jnp.log(jnp.maximum(v_max, tiny)))
     lower = jnp.maximum(-bound, lower + jnp.minimum(0, r + config.gain_min_release))
     return lower, (v_max,)
-
-
-def adapt_log_gain(
-    log_gain: jax.Array,
-    g_N: jax.Array,
-    d_N: jax.Array,
-    beta: float,
-    bound: float = MAX_LOG_GAIN,
-    leak: float = 0.0,
-    leak_above: float = 0.0,
-    floor: float = 0.0,
-    upper: jax.Array | None = None,
-    lower: Any = None,
-) -> jax.Array:
-    r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
-    :math:`\mathrm{clip}(\ell - \beta \cos(g, d) - \lambda \max(\ell - \ell_0, 0) + \lambda
-    \max(-L - \ell, 0), B, U)` with M = `bound`, B = `lower` (-M if None), U = `upper` (M if
-    None), lambda = `leak`, l0 = `leak_above` (`LSTMOptConfig.gain_leak`) and L = `floor`
-    (0: no floor), and cos = `tensor_cosine(g, d)`."""
-    cos = tensor_cosine(g_N, d_N)
-    return gain_step(log_gain, cos, beta, bound, leak, leak_above, floor, upper, lower=lower)
 
 
 def pool_cosines(cosines: list, sizes: list, pool: float) -> list:
@@ -962,9 +941,12 @@ def gain_step(
     correction: Any = 0.0,
     lower: Any = None,
 ) -> jax.Array:
-    r"""`adapt_log_gain` from a cosine already computed, plus an additive `correction`:
+    r"""One step of the normalised hypergradient rule (`LSTMOptConfig.gain_adapt`):
     :math:`\mathrm{clip}(\ell - \beta \cos - \lambda \max(\ell - \ell_0, 0) + \lambda
-    \max(-L - \ell, 0) + \delta, B, U)`."""
+    \max(-L - \ell, 0) + \delta, B, U)` with cos a leaf's `tensor_cosine` of its gradient
+    and last step (or `pool_cosines` of them), M = `bound`, B = `lower` (-M if None), U =
+    `upper` (M if None), lambda = `leak`, l0 = `leak_above` (`LSTMOptConfig.gain_leak`), L =
+    `floor` (0: no floor) and delta = `correction`."""
     new = log_gain - beta * cos.astype(log_gain.dtype)
     if leak:
         new = new - leak * jnp.maximum(log_gain - leak_above, 0)

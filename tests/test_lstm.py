@@ -442,9 +442,11 @@ def test_gain_leak_caps_a_weak_drift_but_not_a_strong_signal(g, beta, settles):
     g, d = jnp.array(g), jnp.array([1.0, 0.0])
     log_gain = jnp.zeros([])
     for _ in range(500):
-        log_gain = lstm.adapt_log_gain(log_gain, g, d, beta, 6.0, leak=0.1, leak_above=2.0)
+        log_gain = lstm.gain_step(
+            log_gain, lstm.tensor_cosine(g, d), beta, 6.0, leak=0.1, leak_above=2.0
+        )
     assert float(log_gain) == pytest.approx(settles, abs=0.01)
-    no_leak = lstm.adapt_log_gain(log_gain, g, d, beta, 6.0)
+    no_leak = lstm.gain_step(log_gain, lstm.tensor_cosine(g, d), beta, 6.0)
     assert float(no_leak) > float(log_gain) or float(log_gain) == 6.0
 
 
@@ -459,11 +461,13 @@ def test_gain_floor_holds_a_weak_downward_drift_but_not_a_strong_signal(g, beta,
     g, d = jnp.array(g), jnp.array([1.0, 0.0])
     log_gain = jnp.zeros([])
     for _ in range(500):
-        log_gain = lstm.adapt_log_gain(
-            log_gain, g, d, beta, 6.0, leak=0.1, leak_above=2.0, floor=1.0
+        log_gain = lstm.gain_step(
+            log_gain, lstm.tensor_cosine(g, d), beta, 6.0, leak=0.1, leak_above=2.0, floor=1.0
         )
     assert float(log_gain) == pytest.approx(settles, abs=0.01)
-    no_floor = lstm.adapt_log_gain(log_gain, g, d, beta, 6.0, leak=0.1, leak_above=2.0)
+    no_floor = lstm.gain_step(
+        log_gain, lstm.tensor_cosine(g, d), beta, 6.0, leak=0.1, leak_above=2.0
+    )
     assert float(no_floor) < float(log_gain) or float(log_gain) == -6.0
 
 
