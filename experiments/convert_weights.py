@@ -9,6 +9,7 @@
   python experiments/convert_weights.py IN.npz OUT.npz --gain-min 0 --warmup 10
   python experiments/convert_weights.py IN.npz OUT.npz --gain-min 0 --gain-min-warmup 100 \
       --gain-min-release 3
+  python experiments/convert_weights.py IN.npz OUT.npz --gain-snr 0.9
 
 --gain-only (`lstm.to_gain_only`): keeps the LSTM, the magnitude head and the skip path's
 weights on the gradient features; drops the direction head and the skip path's weights on
@@ -18,11 +19,11 @@ the shared inputs (progress, clock), as for the shipped `"mixture"` weights
 state, with zero weights on it.
 --gain-adapt BETA, --gain-max M, --step-decay TAU, --gain-leak LAMBDA, --gain-leak-above L0,
 --gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-pool N0,
---gain-min B, --gain-min-warmup S, --gain-min-release C, --warmup W: the same weights with
-these settings, which have no weights of their own (`LSTMOptConfig.gain_adapt`, `.gain_max`,
-`.step_decay`, `.gain_leak`, `.gain_leak_above`, `.gain_floor`, `.gain_warmup`,
-`.gain_trace`, `.gain_size`, `.gain_pool`, `.gain_min`, `.gain_min_warmup`,
-`.gain_min_release`, `.warmup`).
+--gain-min B, --gain-min-warmup S, --gain-min-release C, --gain-snr RHO, --warmup W: the
+same weights with these settings, which have no weights of their own
+(`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`, `.gain_leak`, `.gain_leak_above`,
+`.gain_floor`, `.gain_warmup`, `.gain_trace`, `.gain_size`, `.gain_pool`, `.gain_min`,
+`.gain_min_warmup`, `.gain_min_release`, `.gain_snr`, `.warmup`).
 Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
 OUT.npz`.
 """
@@ -47,6 +48,7 @@ SETTINGS = {
     "gain_min": "B",
     "gain_min_warmup": "S",
     "gain_min_release": "C",
+    "gain_snr": "RHO",
     "warmup": "W",
 }
 
@@ -77,7 +79,10 @@ def main() -> None:
     if settings:
         config = dataclasses.replace(config, **settings)  # checks the values
         done.append(settings)
-    info = {**checkpoint.read_weights_info(args.src), "converted_from": args.src, "to": done}
+    src_info = checkpoint.read_weights_info(args.src)
+    # Conversions of conversions keep the whole chain of settings, oldest first.
+    done = [*src_info.get("to", []), *done]
+    info = {**src_info, "converted_from": args.src, "to": done}
     checkpoint.save_weights(args.dst, theta, config, info)
     print(f"wrote {args.dst}: {config}")
 

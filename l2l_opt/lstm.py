@@ -155,6 +155,13 @@ class LSTMOptConfig:
         then follows the model's large tensors instead of its own noisy cosine. Unlike
         `gain_size` it leaves a model of one leaf (a quadratic, Rosenbrock) exactly as it is.
         0 (default): each leaf's own cosine.
+      gain_snr: rho in [0, 1): beta is scaled by the cosine's signal-to-noise ratio
+        :math:`w_t = |\bar c_t| / \sqrt{\overline{c^2}_t}` in [0, 1], from the leaf's
+        bias-corrected moving averages (rate rho) of its cosine and squared cosine. A gain
+        whose cosine keeps one sign (steps too short, or overshooting) moves at full beta;
+        on noisy batches, where the cosine scatters around 0, w is about
+        :math:`\sqrt{(1 - \rho) / (1 + \rho)}` and the gain's random walk (which a lower
+        bound reflects into an upward drift) slows by as much. 0 (default): no scaling.
     """
 
     num_layers: int = 2
@@ -186,6 +193,7 @@ class LSTMOptConfig:
     gain_trace: float = 0.0
     gain_size: float = 0.0
     gain_pool: float = 0.0
+    gain_snr: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -194,7 +202,7 @@ class LSTMOptConfig:
         check_positive_int(self, "hidden_size")
         check_choice(self, "preprocessing", PREPROCESSINGS)
         check_positive_float(self, "p", "output_scale", "gain_max")
-        check_unit_interval(self, "beta1", "beta2", "gain_trace")
+        check_unit_interval(self, "beta1", "beta2", "gain_trace", "gain_snr")
         if self.skip_init is not None:
             n = preprocessing.NUM_FEATURES[self.preprocessing]
             ok = (
@@ -238,7 +246,14 @@ class LSTMOptConfig:
                 self.gain_only,
                 "needs a skip path (skip_init) and a magnitude head (exp_mult > 0)",
             )
-        for field in ("gain_leak", "gain_trace", "gain_size", "gain_pool", "gain_warmup"):
+        for field in (
+            "gain_leak",
+            "gain_trace",
+            "gain_size",
+            "gain_pool",
+            "gain_warmup",
+            "gain_snr",
+        ):
             check(
                 not getattr(self, field) or bool(self.gain_adapt),
                 "LSTMOptConfig",
@@ -777,8 +792,10 @@ def scale_by_lstm(
                 return ()
             dtype = compute_dtype(jnp.result_type(p))
             gain = (jnp.zeros([], dtype), jnp.zeros((jnp.size(p),), dtype))
-            # With gain_min_release, the running max of the leaf's mean second moment.
-            return gain + (jnp.zeros([], dtype),) * bool(config.gain_min_release)
+            # With gain_min_release, the running max of the leaf's mean second moment; with
+            # gain_snr, the moving averages of its cosine and squared cosine.
+            extra = int(bool(config.gain_min_release)) + 2 * int(bool(config.gain_snr))
+            return gain + (jnp.zeros([], dtype),) * extra
 
         return LearnedOptState(
             lstm=jax.tree.map(leaf_state, params),
@@ -790,7 +807,9 @@ def scale_by_lstm(
     # Per leaf, the structure of its state (see `structure.restore`).
     layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
     moments_like = (0, 0) if use_moments else ()
-    gain_like = ((0, 0) + (0,) * bool(config.gain_min_release)) if config.gain_adapt else ()
+    num_peak = int(bool(config.gain_min_release))
+    num_extra = num_peak + 2 * int(bool(config.gain_snr))
+    gain_like = (0, 0) + (0,) * num_extra if config.gain_adapt else ()
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
@@ -837,7 +856,11 @@ def scale_by_lstm(
                 if config.gain_warmup:
                     ramp = warmup_factor(count, config.gain_warmup, gd[0].dtype)
                     upper = config.gain_max * ramp
-                lower, peak = gain_lower_bound(count, config, mv, gd[2:], gd[0].dtype)
+                lower, peak = gain_lower_bound(count, config, mv, gd[2 : 2 + num_peak], gd[0].dtype)
+                snr = ()
+                if config.gain_snr:
+                    weight, snr = cosine_snr(cos, gd[2 + num_peak :], count, config.gain_snr)
+                    beta = beta * weight
                 log_gain = gain_step(
                     gd[0],
                     cos,
@@ -850,7 +873,7 @@ def scale_by_lstm(
                     lower=lower,
                 )
                 trace = config.gain_trace * gd[1] + u_N if config.gain_trace else u_N
-                gd = (log_gain, trace, *peak)
+                gd = (log_gain, trace, *peak, *snr)
                 u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
@@ -954,6 +977,23 @@ def gain_step(
         new = new + leak * jnp.maximum(-floor - log_gain, 0)
     new = new + correction
     return jnp.clip(new, -bound if lower is None else lower, bound if upper is None else upper)
+
+
+def cosine_snr(cos: jax.Array, averages: tuple, count: jax.Array, rho: float) -> tuple:
+    r"""``(w, (a, b))``: the signal-to-noise weight of `LSTMOptConfig.gain_snr` and the
+    updated moving averages :math:`a_t = \rho a_{t-1} + (1 - \rho) \cos_t`,
+    :math:`b_t = \rho b_{t-1} + (1 - \rho) \cos_t^2` at step t = `count`:
+    :math:`w = |a_t| / \sqrt{b_t (1 - \rho^{t - 1})}`, in [0, 1] (Cauchy-Schwarz), 0 while
+    :math:`b_t = 0`. The first step's cosine is 0 (no last step yet) and is not counted, so a
+    cosine of one sign from step 2 on gives w = 1."""
+    a_prev, b_prev = averages
+    c = cos.astype(a_prev.dtype)
+    a = rho * a_prev + (1 - rho) * c
+    b = rho * b_prev + (1 - rho) * c * c
+    norm = b * (1 - jnp.asarray(rho, b.dtype) ** (count - 1).astype(b.dtype))
+    tiny = jnp.finfo(b.dtype).tiny
+    weight = jnp.where(norm > tiny, jnp.abs(a) * jax.lax.rsqrt(jnp.maximum(norm, tiny)), 0.0)
+    return jnp.minimum(weight, 1.0), (a, b)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:

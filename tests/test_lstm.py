@@ -103,6 +103,8 @@ def test_check_theta_rejects_other_shapes():
         ("gain_size", 10.0),  # without gain_adapt
         ("gain_pool", -1.0),
         ("gain_pool", 10.0),  # without gain_adapt
+        ("gain_snr", 1.0),
+        ("gain_snr", 0.9),  # without gain_adapt
         ("beta1", 1.0),
         ("beta2", -0.1),
         ("skip_init", (1.0,)),
@@ -277,6 +279,7 @@ GAIN_RULES = {
     "min": ({"gain_min": -0.05}, True),
     "min_warmup": ({"gain_min": -0.05, "gain_min_warmup": 6.0}, True),
     "min_release": ({"gain_min": -0.05, "gain_min_release": 0.5}, True),
+    "snr": ({"gain_snr": 0.8}, True),
 }
 
 
@@ -290,6 +293,7 @@ def written_out_gain_steps(config, grads, scale, tau):
     log_gain = {k: 0.0 for k in grads[0]}
     last = {k: np.zeros(np.shape(v)) for k, v in grads[0].items()}
     peak = {k: 0.0 for k in grads[0]}  # the running max of the mean second moment
+    avg = {k: (0.0, 0.0) for k in grads[0]}  # the moving averages of cos and cos^2
     steps = []
     for t, g in enumerate(grads, start=1):
         d, adam_state = adam.update(g, adam_state)
@@ -306,6 +310,12 @@ def written_out_gain_steps(config, grads, scale, tau):
             n0 = config.gain_pool
             cos = (sizes[k] * cosines[k] + n0 * pooled) / (sizes[k] + n0)
             b = beta * np.sqrt(sizes[k] / (sizes[k] + config.gain_size))
+            if config.gain_snr:
+                rho = config.gain_snr
+                a1 = rho * avg[k][0] + (1 - rho) * cos
+                a2 = rho * avg[k][1] + (1 - rho) * cos**2
+                avg[k], norm = (a1, a2), a2 * (1 - rho ** (t - 1))
+                b *= min(1.0, abs(a1) / np.sqrt(norm)) if norm > 0 else 0.0
             pull = leak * max(log_gain[k] - above, 0.0)
             if floor:
                 pull -= leak * max(-floor - log_gain[k], 0.0)
@@ -332,8 +342,9 @@ def test_gain_adapt_with_zero_heads_is_adam_with_a_hypergradient_gain_per_tensor
     - l, 0), B_t, M min(1, t / warmup)) (B_t = gain_min B, or -M; with gain_min_warmup S,
     -M + (B + M) min(1, t / S); with gain_min_release c, lowered by min(0, r + c), r the half
     log of the leaf's mean second moment over its running max), beta' = beta sqrt(N / (N +
-    size)), cos shrunk to (N cos + pool c) / (N + pool) with c the leaves' size-weighted
-    mean cosine, with d the trace rho d + u of the leaf's steps before its gain
+    size)) (with gain_snr r, times |a| / sqrt(b (1 - r^(t-1))) for moving averages a, b of
+    cos and cos^2), cos shrunk to (N cos + pool c) / (N + pool) with c the leaves'
+    size-weighted mean cosine, with d the trace rho d + u of the leaf's steps before its gain
     (`written_out_gain_steps`). Each rule's setting changes the gains from the plain rule's
     on these gradients (for the release, gradients that shrink by e^-0.3 a step)."""
     scale, tau = 0.01, 50.0
@@ -391,6 +402,32 @@ def test_gain_pool_leaves_one_leaf_alone_and_pulls_a_small_leaf_to_the_model():
     own, with_pool = run(plain, two)[1], run(pooled, two)[1]
     assert float(own["b"][0]) < 0 < float(with_pool["b"][0])
     assert float(with_pool["b"][0]) == pytest.approx(float(with_pool["w"][0]), rel=0.05)
+
+
+def test_gain_snr_keeps_a_steady_signal_and_slows_a_random_walk():
+    """`gain_snr`: on steady gradients (cosine -1 from step 2) the gains grow exactly as
+    without it; on gradients of random sign (cosines scattered around 0) against a lower
+    bound of 0, which reflects a random walk into a drift up, the gains stay far lower."""
+    plain = dataclasses.replace(
+        PROGRESS_NET, step_decay=50.0, exp_mult=1.0, gain_adapt=0.3, gain_min=0.0
+    )
+    snr = dataclasses.replace(plain, gain_snr=0.9)
+    theta = plain.init(jax.random.key(0))
+
+    def gains(config, grads):
+        tx = l2l_opt.learned_opt(theta, config=config)
+        state = tx.init(grads[0])
+        for g in grads:
+            _, state = tx.update(g, state)
+        return {k: float(v[0]) for k, v in optax.tree.get(state, "gain").items()}
+
+    steady = [{"x": jnp.linspace(0.5, 1.0, 10)}] * 8
+    want, got = gains(plain, steady), gains(snr, steady)
+    assert want["x"] > 1.0 and got["x"] == pytest.approx(want["x"], rel=1e-5)
+    signs = jax.random.rademacher(jax.random.key(1), (200, 4)).astype(jnp.float32)
+    noisy = [{"b": s} for s in signs]
+    walk, damped = gains(plain, noisy)["b"], gains(snr, noisy)["b"]
+    assert walk > 1.0 and damped < 0.5 * walk
 
 
 def test_gain_min_rises_over_its_warmup_and_gives_way_only_past_the_release():
