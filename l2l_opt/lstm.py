@@ -795,7 +795,8 @@ def scale_by_lstm(
             # With gain_min_release, the running max of the leaf's mean second moment; with
             # gain_snr, the moving averages of its cosine and squared cosine.
             extra = int(bool(config.gain_min_release)) + 2 * int(bool(config.gain_snr))
-            return gain + (jnp.zeros([], dtype),) * extra
+            # One buffer each, so that the state can be donated.
+            return gain + tuple(jnp.zeros([], dtype) for _ in range(extra))
 
         return LearnedOptState(
             lstm=jax.tree.map(leaf_state, params),
