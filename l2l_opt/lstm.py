@@ -774,6 +774,12 @@ def scale_by_lstm(
     use_moments = config.preprocessing == "adam"
     pallas = pallas_module() if kernel == "pallas" else None
 
+    # Per leaf, the gain's scalars past (log-gain, last step): with gain_min_release, the
+    # running max of the mean second moment; with gain_snr, the moving averages of the
+    # cosine and the squared cosine.
+    num_peak = int(bool(config.gain_min_release))
+    num_extra = num_peak + 2 * int(bool(config.gain_snr))
+
     def init_fn(params):
         def leaf_state(p):
             dtype = compute_dtype(jnp.result_type(p))
@@ -792,11 +798,8 @@ def scale_by_lstm(
                 return ()
             dtype = compute_dtype(jnp.result_type(p))
             gain = (jnp.zeros([], dtype), jnp.zeros((jnp.size(p),), dtype))
-            # With gain_min_release, the running max of the leaf's mean second moment; with
-            # gain_snr, the moving averages of its cosine and squared cosine.
-            extra = int(bool(config.gain_min_release)) + 2 * int(bool(config.gain_snr))
             # One buffer each, so that the state can be donated.
-            return gain + tuple(jnp.zeros([], dtype) for _ in range(extra))
+            return gain + tuple(jnp.zeros([], dtype) for _ in range(num_extra))
 
         return LearnedOptState(
             lstm=jax.tree.map(leaf_state, params),
@@ -808,8 +811,6 @@ def scale_by_lstm(
     # Per leaf, the structure of its state (see `structure.restore`).
     layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
     moments_like = (0, 0) if use_moments else ()
-    num_peak = int(bool(config.gain_min_release))
-    num_extra = num_peak + 2 * int(bool(config.gain_snr))
     gain_like = (0, 0) + (0,) * num_extra if config.gain_adapt else ()
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
