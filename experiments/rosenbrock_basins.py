@@ -8,8 +8,8 @@ convergence of the others. This script measures that share on many instances of 
 validation stream (never the test one), split by the sign of x_1 at the start, so that a
 change can be judged on more than a handful of runs:
 
-  PYTHONPATH=. python experiments/rosenbrock_basins.py --adam 0.1 --weights mixture
-  PYTHONPATH=. python experiments/rosenbrock_basins.py --num 200 --steps 2000 --seed 7 \
+  python experiments/rosenbrock_basins.py --adam 0.1 --weights mixture
+  python experiments/rosenbrock_basins.py --num 200 --steps 2000 --seed 7 \
       --adam 0.1 --adam 0.316 --weights mixture --weights runs/x/weights.npz
 
 Per optimizer it prints: the mean of the per-run tail losses (the suite's score), that
