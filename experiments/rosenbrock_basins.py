@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import l2l_opt  # noqa: E402
 import problems  # noqa: E402
-from l2l_opt import evaluate  # noqa: E402
+from l2l_opt import evaluate, inner  # noqa: E402
 
 
 def basin_runs(
@@ -45,18 +45,17 @@ def basin_runs(
     keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num)
 
     def one(key):
-        # The keys are split as `evaluate.final_state_and_curves` splits them (same starts).
-        _, k_init, _ = jax.random.split(key, 3)
-        x0 = problem.init_params(k_init, None)
+        # The keys are used as `evaluate.final_state_and_curves` uses them (same starts).
+        k_instance, k_init, k_batches = jax.random.split(key, 3)
+        instance = problem.sample_instance(k_instance)
+        x0 = problem.init_params(k_init, instance)
 
-        def step(carry, _):
-            params, state = carry
-            loss, grads = jax.value_and_grad(problem.loss)(params, None, None)
-            updates, state = opt.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
+        def step(carry, k):
+            params, state, loss = inner.step(problem, opt, *carry, instance, k, problem.data)
             return (params, state), (loss, params["x"][0])
 
-        (x, _), (losses, x1) = jax.lax.scan(step, (x0, opt.init(x0)), None, steps)
+        batch_keys = jax.random.split(k_batches, steps)
+        (x, _), (losses, x1) = jax.lax.scan(step, (x0, opt.init(x0)), batch_keys)
         return x0["x"], x["x"], losses, x1
 
     x0, x, losses, x1 = map(np.asarray, jax.jit(jax.vmap(one))(keys))
