@@ -19,11 +19,13 @@ the shared inputs (progress, clock), as for the shipped `"mixture"` weights
 state, with zero weights on it.
 --gain-adapt BETA, --gain-max M, --step-decay TAU, --gain-leak LAMBDA, --gain-leak-above L0,
 --gain-floor L, --gain-warmup W, --gain-trace RHO, --gain-size N0, --gain-pool N0,
---gain-min B, --gain-min-warmup S, --gain-min-release C, --gain-snr RHO, --warmup W: the
+--gain-min B, --gain-min-warmup S, --gain-min-release C, --gain-snr RHO, --gain-boost K,
+--gain-boost-above Q0, --gain-support C, --warmup W: the
 same weights with these settings, which have no weights of their own
 (`LSTMOptConfig.gain_adapt`, `.gain_max`, `.step_decay`, `.gain_leak`, `.gain_leak_above`,
 `.gain_floor`, `.gain_warmup`, `.gain_trace`, `.gain_size`, `.gain_pool`, `.gain_min`,
-`.gain_min_warmup`, `.gain_min_release`, `.gain_snr`, `.warmup`).
+`.gain_min_warmup`, `.gain_min_release`, `.gain_snr`, `.gain_boost`, `.gain_boost_above`,
+`.gain_support`, `.warmup`).
 Several may be given (applied in that order). OUT.npz starts a run with `--init-weights
 OUT.npz`.
 """
@@ -49,6 +51,9 @@ SETTINGS = {
     "gain_min_warmup": "S",
     "gain_min_release": "C",
     "gain_snr": "RHO",
+    "gain_boost": "K",
+    "gain_boost_above": "Q0",
+    "gain_support": "C",
     "warmup": "W",
 }
 

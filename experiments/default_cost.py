@@ -2,6 +2,8 @@
 MLP with Adam, `learned_opt()`, and the same weights with one part taken out, in interleaved
 rounds in one process (`benchmark.train_step`, `benchmark.interleaved`):
 
+  no boost, no support  the gain's boost and per-coordinate support off (``gain_boost=0``,
+            ``gain_support=0``: the default before 2026-12-02, evening)
   no bound  the gain's lower bound off (``gain_min=None``)
   no gain   the per-tensor gain off (``gain_adapt=0``): no cosine, no last step kept
   no LSTM   the 1 x 4 LSTM taken out (``num_layers=0``, zero heads): the same Adam moments,
@@ -27,14 +29,20 @@ import l2l_opt
 def variants() -> dict[str, optax.GradientTransformation]:
     """Adam, the default, and the default with one part taken out."""
     theta, config = l2l_opt.pretrained.load(l2l_opt.pretrained.DEFAULT)
+    before = dataclasses.replace(config, gain_boost=0.0, gain_support=0.0)
     unbounded = dataclasses.replace(
         config, gain_min=None, gain_min_warmup=0.0, gain_min_release=0.0
     )
-    no_gain = dataclasses.replace(unbounded, gain_adapt=0.0, gain_leak=0.0, gain_leak_above=0.0)
+    no_gain = dataclasses.replace(
+        before,
+        **dict(gain_adapt=0.0, gain_leak=0.0, gain_leak_above=0.0, gain_snr=0.0),
+        **dict(gain_min=None, gain_min_warmup=0.0, gain_min_release=0.0),
+    )
     no_lstm = dataclasses.replace(config, num_layers=0)
     return {
         "adam": optax.adam(1e-3),
         "default": l2l_opt.learned_opt(),
+        "no boost, no support": l2l_opt.learned_opt(theta, config=before),
         "no bound": l2l_opt.learned_opt(theta, config=unbounded),
         "no gain": l2l_opt.learned_opt(theta, config=no_gain),
         "no LSTM": l2l_opt.learned_opt(no_lstm.init(jax.random.PRNGKey(0)), config=no_lstm),

@@ -162,6 +162,26 @@ class LSTMOptConfig:
         on noisy batches, where the cosine scatters around 0, w is about
         :math:`\sqrt{(1 - \rho) / (1 + \rho)}` and the gain's random walk (which a lower
         bound reflects into an upward drift) slows by as much. 0 (default): no scaling.
+      gain_boost: k >= 0 speeds the gain up on a leaf whose recent gradients agree, by
+        :math:`1 + k \max(0, (q_t - q_0) / (1 - q_0))` with q0 = `gain_boost_above` and
+        :math:`q_t = \lVert \hat m_t \rVert^2 / \hat a_t \in [0, 1]`, the bias-corrected
+        first moment's squared norm over a moving average (rate beta1) of the squared
+        gradient norm: 1 for a gradient that does not change (a deterministic problem's first
+        steps), about :math:`(1 - \beta_1) / (1 + \beta_1)` for gradients of random sign
+        (minibatch noise, or steps that overshoot). So the gain climbs fast where the
+        gradient is smooth and steady and at its own rate on noisy batches. Needs
+        ``"adam"`` preprocessing. 0 (default): no boost.
+      gain_boost_above: q0 in [0, 1), the consistency above which `gain_boost` acts
+        (default 0.8).
+      gain_support: c > 0: each coordinate takes only the share
+        :math:`\min(1, |g_t| / (c |\hat m_t|))` of its leaf's log-gain above 0 (a gain
+        below 1 is taken whole, so the share never lengthens a step), with
+        :math:`\hat m_t` Adam's bias-corrected first moment: a coordinate whose gradient has
+        collapsed below its momentum (it has run off a steep slope onto a flat one) steps at
+        the network's size, not coasting on the old momentum at the gain's; one whose
+        gradient still carries its momentum, or opposes it (climbing out over a ridge), keeps
+        the full gain. Needs ``"adam"`` preprocessing. 0 (default): every coordinate takes
+        the whole gain.
     """
 
     num_layers: int = 2
@@ -194,6 +214,9 @@ class LSTMOptConfig:
     gain_size: float = 0.0
     gain_pool: float = 0.0
     gain_snr: float = 0.0
+    gain_boost: float = 0.0
+    gain_boost_above: float = 0.8
+    gain_support: float = 0.0
 
     name: ClassVar[str] = "lstm"
 
@@ -202,7 +225,7 @@ class LSTMOptConfig:
         check_positive_int(self, "hidden_size")
         check_choice(self, "preprocessing", PREPROCESSINGS)
         check_positive_float(self, "p", "output_scale", "gain_max")
-        check_unit_interval(self, "beta1", "beta2", "gain_trace", "gain_snr")
+        check_unit_interval(self, "beta1", "beta2", "gain_trace", "gain_snr", "gain_boost_above")
         if self.skip_init is not None:
             n = preprocessing.NUM_FEATURES[self.preprocessing]
             ok = (
@@ -235,6 +258,8 @@ class LSTMOptConfig:
             "gain_warmup",
             "gain_min_warmup",
             "gain_min_release",
+            "gain_boost",
+            "gain_support",
             allow_zero=True,
         )
         check_bool(self, "magnitude_cell", "gain_only")
@@ -253,6 +278,8 @@ class LSTMOptConfig:
             "gain_pool",
             "gain_warmup",
             "gain_snr",
+            "gain_boost",
+            "gain_support",
         ):
             check(
                 not getattr(self, field) or bool(self.gain_adapt),
@@ -292,6 +319,20 @@ class LSTMOptConfig:
             "gain_min_release",
             self.gain_min_release,
             "needs Adam's second moment (preprocessing='adam')",
+        )
+        check(
+            not self.gain_boost or self.preprocessing == "adam",
+            "LSTMOptConfig",
+            "gain_boost",
+            self.gain_boost,
+            "needs Adam's first moment (preprocessing='adam')",
+        )
+        check(
+            not self.gain_support or self.preprocessing == "adam",
+            "LSTMOptConfig",
+            "gain_support",
+            self.gain_support,
+            "needs Adam's first moment (preprocessing='adam')",
         )
         check(
             not self.gain_floor or bool(self.gain_leak),
@@ -776,9 +817,11 @@ def scale_by_lstm(
 
     # Per leaf, the gain's scalars past (log-gain, last step): with gain_min_release, the
     # running max of the mean second moment; with gain_snr, the moving averages of the
-    # cosine and the squared cosine.
+    # cosine and the squared cosine; with gain_boost, the moving average of the squared
+    # gradient norm.
     num_peak = int(bool(config.gain_min_release))
-    num_extra = num_peak + 2 * int(bool(config.gain_snr))
+    num_snr = 2 * int(bool(config.gain_snr))
+    num_extra = num_peak + num_snr + int(bool(config.gain_boost))
 
     def init_fn(params):
         def leaf_state(p):
@@ -861,7 +904,12 @@ def scale_by_lstm(
                 lower, peak = gain_lower_bound(count, config, mv, gd[2 : 2 + num_peak], gd[0].dtype)
                 snr = ()
                 if config.gain_snr:
-                    weight, snr = cosine_snr(cos, gd[2 + num_peak :], count, config.gain_snr)
+                    snr_avg = gd[2 + num_peak : 2 + num_peak + num_snr]
+                    weight, snr = cosine_snr(cos, snr_avg, count, config.gain_snr)
+                    beta = beta * weight
+                boost = ()
+                if config.gain_boost:
+                    weight, boost = consistency_boost(g_N, mv[0], gd[-1], count, config)
                     beta = beta * weight
                 log_gain = gain_step(
                     gd[0],
@@ -875,8 +923,13 @@ def scale_by_lstm(
                     lower=lower,
                 )
                 trace = config.gain_trace * gd[1] + u_N if config.gain_trace else u_N
-                gd = (log_gain, trace, *peak, *snr)
-                u_N = u_N * jnp.exp(log_gain)
+                gd = (log_gain, trace, *peak, *snr, *boost)
+                if config.gain_support:
+                    share = gain_support(g_N, mv[0], count, config)
+                    up = jnp.maximum(log_gain, 0)
+                    u_N = u_N * jnp.exp(log_gain - up + up * share)
+                else:
+                    u_N = u_N * jnp.exp(log_gain)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_states.append(new_s)
             new_moments.append(mv)
@@ -996,6 +1049,41 @@ def cosine_snr(cos: jax.Array, averages: tuple, count: jax.Array, rho: float) ->
     tiny = jnp.finfo(b.dtype).tiny
     weight = jnp.where(norm > tiny, jnp.abs(a) * jax.lax.rsqrt(jnp.maximum(norm, tiny)), 0.0)
     return jnp.minimum(weight, 1.0), (a, b)
+
+
+def consistency_boost(
+    g_N: jax.Array, m_N: jax.Array, average: jax.Array, count: jax.Array, config: LSTMOptConfig
+) -> tuple:
+    r"""``(w, (a,))``: the factor of `LSTMOptConfig.gain_boost` k on beta at step t = `count`,
+    :math:`w = 1 + k \max(0, (q_t - q_0) / (1 - q_0))` with
+    :math:`q_t = \lVert m_t \rVert^2 / (a_t (1 - \beta_1^t))`, m Adam's first moment (this
+    step's) and :math:`a_t = \beta_1 a_{t-1} + (1 - \beta_1) \lVert g_t \rVert^2`, and the
+    updated a. By Cauchy-Schwarz q is in [0, 1]; w is 1 while a = 0, and a non-finite
+    gradient leaves w = 1 and a as it was."""
+    b1 = config.beta1
+    dtype = average.dtype
+    g2 = jnp.vdot(g_N, g_N).astype(dtype)
+    a = b1 * average + (1 - b1) * g2
+    a = jnp.where(jnp.isfinite(a), a, average)
+    norm = a * (1 - jnp.asarray(b1, dtype) ** count.astype(dtype))
+    tiny = jnp.finfo(dtype).tiny
+    q = jnp.vdot(m_N, m_N).astype(dtype) / jnp.maximum(norm, tiny)
+    q0 = config.gain_boost_above
+    excess = jnp.clip((q - q0) / (1 - q0), 0.0, 1.0)
+    excess = jnp.where(jnp.isfinite(excess) & (norm > tiny), excess, 0.0)
+    return 1 + config.gain_boost * excess, (a,)
+
+
+def gain_support(
+    g_N: jax.Array, m_N: jax.Array, count: jax.Array, config: LSTMOptConfig
+) -> jax.Array:
+    r"""The share of the log-gain each coordinate takes with `LSTMOptConfig.gain_support` c:
+    :math:`\min(1, |g_t| / (c |\hat m_t|))`, 1 where :math:`\hat m_t = 0`."""
+    dtype = m_N.dtype
+    m_hat = jnp.abs(m_N) / (1 - jnp.asarray(config.beta1, dtype) ** count.astype(dtype))
+    tiny = jnp.finfo(dtype).tiny
+    ratio = jnp.abs(g_N).astype(dtype) / jnp.maximum(config.gain_support * m_hat, tiny)
+    return jnp.where(m_hat > 0, jnp.minimum(ratio, 1.0), 1.0)
 
 
 def decay_factor(count: jax.Array, tau: float, dtype=jnp.float32) -> jax.Array:
