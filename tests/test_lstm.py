@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import math
 import re
 
@@ -434,6 +435,15 @@ def test_gain_pool_leaves_one_leaf_alone_and_pulls_a_small_leaf_to_the_model():
     assert float(with_pool["b"][0]) == pytest.approx(float(with_pool["w"][0]), rel=0.05)
 
 
+def final_log_gains(theta, config, grads):
+    """Each leaf's log-gain after `config`'s optimizer has taken every update in `grads`."""
+    tx = l2l_opt.learned_opt(theta, config=config)
+    state = tx.init(grads[0])
+    for g in grads:
+        _, state = tx.update(g, state)
+    return {k: float(v[0]) for k, v in optax.tree.get(state, "gain").items()}
+
+
 def test_gain_snr_keeps_a_steady_signal_and_slows_a_random_walk():
     """`gain_snr`: on steady gradients (cosine -1 from step 2) the gains grow exactly as
     without it; on gradients of random sign (cosines scattered around 0) against a lower
@@ -442,14 +452,7 @@ def test_gain_snr_keeps_a_steady_signal_and_slows_a_random_walk():
         PROGRESS_NET, step_decay=50.0, exp_mult=1.0, gain_adapt=0.3, gain_min=0.0
     )
     snr = dataclasses.replace(plain, gain_snr=0.9)
-    theta = plain.init(jax.random.key(0))
-
-    def gains(config, grads):
-        tx = l2l_opt.learned_opt(theta, config=config)
-        state = tx.init(grads[0])
-        for g in grads:
-            _, state = tx.update(g, state)
-        return {k: float(v[0]) for k, v in optax.tree.get(state, "gain").items()}
+    gains = functools.partial(final_log_gains, plain.init(jax.random.key(0)))
 
     steady = [{"x": jnp.linspace(0.5, 1.0, 10)}] * 8
     want, got = gains(plain, steady), gains(snr, steady)
@@ -466,14 +469,7 @@ def test_gain_boost_speeds_a_steady_gain_and_leaves_noisy_batches_alone():
     those without it; it needs Adam's moments."""
     plain = dataclasses.replace(PROGRESS_NET, step_decay=50.0, exp_mult=1.0, gain_adapt=0.1)
     boost = dataclasses.replace(plain, gain_boost=1.0, gain_boost_above=0.8)
-    theta = plain.init(jax.random.key(0))
-
-    def gains(config, grads):
-        tx = l2l_opt.learned_opt(theta, config=config)
-        state = tx.init(grads[0])
-        for g in grads:
-            _, state = tx.update(g, state)
-        return {k: float(v[0]) for k, v in optax.tree.get(state, "gain").items()}
+    gains = functools.partial(final_log_gains, plain.init(jax.random.key(0)))
 
     steady = [{"x": jnp.linspace(0.5, 1.0, 10)}] * 6
     want, got = gains(plain, steady)["x"], gains(boost, steady)["x"]
