@@ -320,20 +320,14 @@ class LSTMOptConfig:
             self.gain_min_release,
             "needs Adam's second moment (preprocessing='adam')",
         )
-        check(
-            not self.gain_boost or self.preprocessing == "adam",
-            "LSTMOptConfig",
-            "gain_boost",
-            self.gain_boost,
-            "needs Adam's first moment (preprocessing='adam')",
-        )
-        check(
-            not self.gain_support or self.preprocessing == "adam",
-            "LSTMOptConfig",
-            "gain_support",
-            self.gain_support,
-            "needs Adam's first moment (preprocessing='adam')",
-        )
+        for field in ("gain_boost", "gain_support"):
+            check(
+                not getattr(self, field) or self.preprocessing == "adam",
+                "LSTMOptConfig",
+                field,
+                getattr(self, field),
+                "needs Adam's first moment (preprocessing='adam')",
+            )
         check(
             not self.gain_floor or bool(self.gain_leak),
             "LSTMOptConfig",
