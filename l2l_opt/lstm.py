@@ -480,8 +480,28 @@ def apply(
     return apply_features(theta, feats, state, config)
 
 
+# Networks of at most this many units per layer compute their products as broadcast
+# multiply-adds (`_product`), which XLA fuses into the elementwise loops that use them; on CPU
+# the matrix product's [4H, N] result went to memory and its kernel dominated the step
+# (docs/performance.md). Larger ones, the paper's 2 x 20 network among them, keep the matrix
+# product and their results to the last bit.
+FUSED_MAX_HIDDEN = 8
+
+
+def _product(w_KxJ: jax.Array, rows_KxN: jax.Array, fused: bool) -> jax.Array:
+    r"""``w^T rows`` (``[K, J]``, ``[K, N]`` -> ``[J, N]``): with `fused`, as the sum
+    :math:`\sum_k w_k \otimes r_k` of K broadcast products, which XLA fuses into its consumers'
+    loops; else as a matrix product."""
+    if not fused:
+        return w_KxJ.T @ rows_KxN
+    acc = w_KxJ[0][:, None] * rows_KxN[0]
+    for k in range(1, w_KxJ.shape[0]):
+        acc = acc + w_KxJ[k][:, None] * rows_KxN[k]
+    return acc
+
+
 def _lstm_columns(
-    w: jax.Array, b: jax.Array, x_FxN: jax.Array, state: hk.LSTMState
+    w: jax.Array, b: jax.Array, x_FxN: jax.Array, state: hk.LSTMState, fused: bool = False
 ) -> tuple[jax.Array, hk.LSTMState]:
     r"""`hk.LSTM.__call__` with coordinates last: the same weights ``w [F + H, 4H]``, ``b [4H]``.
 
@@ -490,9 +510,13 @@ def _lstm_columns(
       c' = \sigma(f + 1) c + \sigma(i) \tanh(g), \quad h' = \sigma(o) \tanh(c')
 
     Each gate is a contiguous ``[H, N]`` block, so every elementwise operation runs along
-    the coordinates in full vector registers.
+    the coordinates in full vector registers. `fused`: the products as in `_product`.
     """
-    z = w.T @ jnp.concatenate([x_FxN, state.hidden]) + b[:, None]
+    if fused:
+        f = x_FxN.shape[0]
+        z = _product(w[:f], x_FxN, True) + _product(w[f:], state.hidden, True) + b[:, None]
+    else:
+        z = w.T @ jnp.concatenate([x_FxN, state.hidden]) + b[:, None]
     i, g, f, o = jnp.split(z, 4)
     c = jax.nn.sigmoid(f + 1) * state.cell + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -530,18 +554,20 @@ def _forward_columns(
 ) -> tuple[jax.Array, LSTMCoreState]:
     """`network(config).apply` on coordinates-last arrays (feats ``[F, N]``, state ``[H, N]``)."""
     weights = unpack(theta, config)
+    fused = config.hidden_size <= FUSED_MAX_HIDDEN
+    dot = lambda w_K, rows_KxN: _product(w_K[:, None], rows_KxN, fused)[0]
     x = feats_FxN
     new_state = []
     for (w, b), layer_state in zip(weights.layers, state, strict=True):
-        x, s = _lstm_columns(w, b, x, layer_state)
+        x, s = _lstm_columns(w, b, x, layer_state, fused)
         new_state.append(s)
-    out_N = 0.0 if weights.head_w is None else weights.head_w @ x + weights.head_b[0]
+    out_N = 0.0 if weights.head_w is None else dot(weights.head_w, x) + weights.head_b[0]
     if weights.skip_w is not None:
-        out_N = out_N + weights.skip_w @ feats_FxN[: weights.skip_w.shape[0]]
+        out_N = out_N + dot(weights.skip_w, feats_FxN[: weights.skip_w.shape[0]])
     if weights.magnitude is not None:
         mag_w, mag_b = weights.magnitude
         read = jnp.concatenate([x, new_state[-1].cell]) if config.magnitude_cell else x
-        out_N = out_N * jnp.exp(log_magnitude(config, mag_w @ read + mag_b[0]))
+        out_N = out_N * jnp.exp(log_magnitude(config, dot(mag_w, read) + mag_b[0]))
     return out_N * config.output_scale, tuple(new_state)
 
 
@@ -658,11 +684,15 @@ def _blocks_of_bits_jvp(config, chunk, primals, tangents):
 def default_chunk(config: LSTMOptConfig | None = None) -> int:
     """Coordinates per block on CPU: 655,360 / 4H for `config`'s H units per layer, so that a
     block's ``[4H, chunk]`` gates (2.6 MB) stay in cache: 8,192 for the paper's 2 x 20 network
-    (the default without `config`), 40,960 for the shipped 1 x 4 one (docs/performance.md has
-    the benchmark's rows). 0 (no blocks) elsewhere."""
+    (the default without `config`; docs/performance.md has the benchmark's rows). 0 (no
+    blocks) for networks of at most `FUSED_MAX_HIDDEN` units, whose gates never go to memory
+    (in blocks, XLA fused the 1 x 4 network's 1.9M-parameter step 4x slower), and on other
+    backends."""
     if jax.default_backend() != "cpu":
         return 0
     hidden = LSTMOptConfig().hidden_size if config is None else config.hidden_size
+    if hidden <= FUSED_MAX_HIDDEN:
+        return 0  # its gates never go to memory (`_product`)
     return 655_360 // (4 * hidden)
 
 

@@ -171,13 +171,15 @@ def test_bfloat16_state_is_cast_block_by_block():
 
 
 def test_default_chunk_keeps_a_blocks_gates_the_same_size():
-    """655,360 / 4H coordinates per block on CPU: 8,192 for the 2 x 20 network, 40,960 for
-    the shipped 1 x 4 one; no blocks elsewhere."""
-    expected = {20: 8192, 4: 40960} if jax.default_backend() == "cpu" else {20: 0, 4: 0}
+    """655,360 / 4H coordinates per block on CPU: 8,192 for the 2 x 20 network; none for
+    networks of at most `lstm.FUSED_MAX_HIDDEN` units (the shipped 1 x 4 one), whose gates
+    never go to memory, nor on other backends."""
+    cpu = jax.default_backend() == "cpu"
+    expected = {20: 8192 if cpu else 0, 10: 16384 if cpu else 0, 8: 0, 4: 0, 2: 0}
     for hidden, chunk in expected.items():
         assert lstm.default_chunk(LSTMOptConfig(hidden_size=hidden)) == chunk
     assert lstm.default_chunk() == expected[20]
-    assert lstm.default_chunk(l2l_opt.pretrained.load("mixture")[1]) == expected[4]
+    assert lstm.default_chunk(l2l_opt.pretrained.load("mixture")[1]) == 0
 
 
 def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
@@ -215,6 +217,8 @@ def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
             num_layers=1, hidden_size=4, preprocessing="adam", skip_init=(0.0, -1.0), exp_mult=1.0
         ),
         LSTMOptConfig(hidden_size=3, preprocessing="adam", exp_mult=0.5),
+        LSTMOptConfig(num_layers=1, hidden_size=8, preprocessing="log_sign"),  # fused, largest
+        LSTMOptConfig(num_layers=1, hidden_size=9, preprocessing="log_sign"),  # matrix product
         LSTMOptConfig(
             num_layers=1, hidden_size=4, preprocessing="adam", exp_mult=2.0, magnitude_cell=True
         ),
