@@ -55,6 +55,7 @@ by page; the reference's large intermediates pay most of their time there. --hug
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -428,10 +429,14 @@ def main() -> None:
     ]
     tensor_net = l2l_opt.TensorLSTMConfig()
     tensor_theta = tensor_net.init(jax.random.PRNGKey(0))
+    wider = dataclasses.replace(l2l_opt.pretrained.load("mixture")[1], hidden_size=4)
     for label, hidden, batch in TRAIN_STEP_MODELS if args.only in (None, "train_step") else []:
         learned = {
-            # The shipped default, learned_opt() = learned_opt("mixture"): a 1 x 4 LSTM.
+            # The shipped default, learned_opt() = learned_opt("mixture"): a 1 x 2 LSTM.
             "learned_opt('mixture')": l2l_opt.learned_opt("mixture"),
+            # The same with 4 units, the default's shape until 2026-12-02 (untrained weights:
+            # the cost does not depend on their values).
+            "mixture 1 x 4": l2l_opt.learned_opt(wider.init(jax.random.PRNGKey(0)), config=wider),
             # The paper's 2 x 20 LSTM (the MNIST weights), and its bfloat16 state.
             "learned_opt('mnist')": l2l_opt.learned_opt("mnist"),
             "learned_opt('mnist', state_dtype='bfloat16')": l2l_opt.learned_opt(

@@ -2,11 +2,14 @@
 MLP with Adam, `learned_opt()`, and the same weights with one part taken out, in interleaved
 rounds in one process (`benchmark.train_step`, `benchmark.interleaved`):
 
+  1 x 4     the same network with 4 units (``hidden_size=4``, untrained weights: the cost
+            does not depend on their values): the size of the default before 2026-12-02,
+            night, on today's code
   no boost, no support  the gain's boost and per-coordinate support off (``gain_boost=0``,
             ``gain_support=0``: the default before 2026-12-02, evening)
   no bound  the gain's lower bound off (``gain_min=None``)
   no gain   the per-tensor gain off (``gain_adapt=0``): no cosine, no last step kept
-  no LSTM   the 1 x 4 LSTM taken out (``num_layers=0``, zero heads): the same Adam moments,
+  no LSTM   the LSTM taken out (``num_layers=0``, zero heads): the same Adam moments,
             features, skip path, magnitude head, decay and gain, with no recurrent network
 
 Each row prints its median time, its ratio to Adam's and to the default's (medians of the
@@ -39,9 +42,11 @@ def variants() -> dict[str, optax.GradientTransformation]:
         **dict(gain_min=None, gain_min_warmup=0.0, gain_min_release=0.0),
     )
     no_lstm = dataclasses.replace(config, num_layers=0)
+    wider = dataclasses.replace(config, hidden_size=4)
     return {
         "adam": optax.adam(1e-3),
         "default": l2l_opt.learned_opt(),
+        "1 x 4": l2l_opt.learned_opt(wider.init(jax.random.PRNGKey(0)), config=wider),
         "no boost, no support": l2l_opt.learned_opt(theta, config=before),
         "no bound": l2l_opt.learned_opt(theta, config=unbounded),
         "no gain": l2l_opt.learned_opt(theta, config=no_gain),

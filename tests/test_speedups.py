@@ -172,7 +172,7 @@ def test_bfloat16_state_is_cast_block_by_block():
 
 def test_default_chunk_keeps_a_blocks_gates_the_same_size():
     """655,360 / 4H coordinates per block on CPU: 8,192 for the 2 x 20 network; none for
-    networks of at most `lstm.FUSED_MAX_HIDDEN` units (the shipped 1 x 4 one), whose gates
+    networks of at most `lstm.FUSED_MAX_HIDDEN` units (the shipped 1 x 2 one), whose gates
     never go to memory, nor on other backends."""
     cpu = jax.default_backend() == "cpu"
     expected = {20: 8192 if cpu else 0, 10: 16384 if cpu else 0, 8: 0, 4: 0, 2: 0}

@@ -13,7 +13,7 @@ from l2l_opt import architecture, checkpoint
 DEFAULT = "mixture"
 # name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
 SHA256 = {
-    "mixture": "71c6022c0246779a3715d347df9abad6ec84ad29cbb0bcd08a5f89dc62d70b28",
+    "mixture": "25ee4e9789e47cef464fddcfa495d311aabebbf313a47eeacdc996314bdfe01d",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
     "quadratic": "f2bef9db3d1e052662cfc3bb3679cdbae215170d379559aa02fd4ee5d55bd85a",
 }
