@@ -199,7 +199,10 @@ def main() -> None:
     tr.add_argument("--batch", type=int, default=2048)
     tr.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    record(args) if args.command == "record" else train(args)
+    if args.command == "record":
+        record(args)
+    else:
+        train(args)
 
 
 if __name__ == "__main__":
