@@ -513,8 +513,9 @@ def _lstm_columns(
     the coordinates in full vector registers. `fused`: the products as in `_product`.
     """
     if fused:
-        f = x_FxN.shape[0]
-        z = _product(w[:f], x_FxN, True) + _product(w[f:], state.hidden, True) + b[:, None]
+        num_in = x_FxN.shape[0]
+        z = _product(w[:num_in], x_FxN, True) + _product(w[num_in:], state.hidden, True)
+        z = z + b[:, None]
     else:
         z = w.T @ jnp.concatenate([x_FxN, state.hidden]) + b[:, None]
     i, g, f, o = jnp.split(z, 4)
