@@ -41,12 +41,12 @@ states after 3 steps on the first size's coordinates, under JAX's default matmul
 and under "highest", and a row pallas_vs_xla[T] per tiling under the default precision. A
 kernel that fails to compile gives a row with its error, and the benchmark goes on.
 
-  python experiments/benchmark.py            # CPU sizes, a few minutes on 2 cores
-  python experiments/benchmark.py --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
-  python experiments/benchmark.py --gpu --only meta   # one part (a fresh process each):
+  python -m experiments.benchmark            # CPU sizes, a few minutes on 2 cores
+  python -m experiments.benchmark --gpu      # GPU sizes (1M/10M/50M coords, 64 MLPs)
+  python -m experiments.benchmark --gpu --only meta   # one part (a fresh process each):
                                                       # opt_step, pallas or meta
-  python experiments/benchmark.py --huge-pages        # malloc in transparent huge pages
-  python experiments/benchmark.py --only train_step   # full training steps against Adam's
+  python -m experiments.benchmark --huge-pages        # malloc in transparent huge pages
+  python -m experiments.benchmark --only train_step   # full training steps against Adam's
 
 On CPU, glibc's malloc maps each large buffer afresh and the kernel faults it in 4 KiB page
 by page; the reference's large intermediates pay most of their time there. --huge-pages
@@ -71,12 +71,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
-
-import naive_reference as ref  # noqa: E402
-
-import l2l_opt  # noqa: E402
-from l2l_opt import lstm, meta_train, pallas_lstm, problems  # noqa: E402
+import l2l_opt
+from experiments.bench import naive_reference as ref
+from l2l_opt import lstm_network, lstm_xla, meta_train, pallas_lstm, problems
 
 FLOPS_PER_COORD = 2 * (22 * 80 + 40 * 80) + 2 * 20 + 2 * 80 * 6
 BYTES_PER_COORD = 2 * 2 * 20 * 4 * 2 + 8
@@ -125,7 +122,7 @@ def kernel_differences(n: int, precisions=("default", "highest"), tiling=None) -
     and the XLA path's on n coordinates, under JAX's default matmul precision and under
     "highest" (full float32)."""
     config = l2l_opt.LSTMOptConfig()
-    theta = lstm.init_theta(jax.random.PRNGKey(0), config)
+    theta = lstm_network.init_theta(jax.random.PRNGKey(0), config)
     g = {"x": jax.random.normal(jax.random.PRNGKey(1), (n,)) * 1e-3}
     out = {}
     for precision in precisions:
@@ -172,23 +169,23 @@ def approximate_tanh(approx: bool):
 
 
 def in_cache_seconds(n: int, layout: str) -> float:
-    """The network's arithmetic alone: one block of `lstm.default_chunk()` coordinates that
+    """The network's arithmetic alone: one block of `lstm_xla.default_chunk()` coordinates that
     stays in cache, run n / block times (inputs perturbed each time so that nothing is
-    hoisted). `layout` is "columns" (ours, `lstm.apply_features`) or "rows" (the `hk.LSTM`
+    hoisted). `layout` is "columns" (ours, `lstm_xla.apply_features`) or "rows" (the `hk.LSTM`
     network on [N, H])."""
-    block = lstm.default_chunk()
+    block = lstm_xla.default_chunk()
     config = l2l_opt.LSTMOptConfig()
-    theta = lstm.init_theta(jax.random.PRNGKey(0), config)
+    theta = lstm_network.init_theta(jax.random.PRNGKey(0), config)
     feats = jax.random.normal(jax.random.PRNGKey(1), (2, block)) * 1e-3
-    state = lstm.initial_state(config, block)
+    state = lstm_network.initial_state(config, block)
     if layout == "rows":
-        apply = lstm.network(config).apply
+        apply = lstm_network.network(config).apply
         feats = feats.T
         state = jax.tree.map(lambda a: a.T, state)
     else:
 
         def apply(theta, feats, state):
-            return lstm.apply_features(theta, feats, state, config, chunk=0)
+            return lstm_xla.apply_features(theta, feats, state, config, chunk=0)
 
     @jax.jit
     def run(feats, state):

@@ -1,24 +1,20 @@
 """The paper's conv-net experiment (its CIFAR-10 setting, on MNIST here): one LSTM shared by
 all parameters against separate LSTMs for the convolutional and fully connected parameters.
 
-  python experiments/conv.py --quick      # a few minutes on CPU
-  python experiments/conv.py              # full version (GPU)
-  python experiments/conv.py --stage figure   # redraw plots/conv.png from plots/conv.json
+  python -m experiments.conv --quick      # a few minutes on CPU
+  python -m experiments.conv              # full version (GPU)
+  python -m experiments.conv --stage figure   # redraw plots/conv.png from plots/conv.json
 """
 
 import argparse
 import dataclasses
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-
-from l2l_opt import cli  # noqa: E402
-from l2l_opt.lstm import LSTMOptConfig  # noqa: E402
-from l2l_opt.meta_train import MetaTrainConfig  # noqa: E402
+from experiments import common
+from l2l_opt import cli
+from l2l_opt.lstm_config import LSTMOptConfig
+from l2l_opt.meta_train import MetaTrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,8 @@ hidden state, and everything else (decay, per-tensor gain) is the same fixed rul
 smaller network that reproduces the teacher's ``a_t`` from the same inputs reproduces its
 steps. Two commands:
 
-  python experiments/distill.py record DATA.npz --teacher TEACHER.npz [--instances 4]
-  python experiments/distill.py train DATA.npz OUT.npz --teacher TEACHER.npz [--hidden 2] \
+  python -m experiments.distill record DATA.npz --teacher TEACHER.npz [--instances 4]
+  python -m experiments.distill train DATA.npz OUT.npz --teacher TEACHER.npz [--hidden 2] \
       [--iters 2000] [--lr 1e-2] [--batch 2048] [--seed 1]
 
 ``record`` runs the teacher (`learned_opt`) on instances of the six training families of
@@ -33,7 +33,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 import l2l_opt
-from l2l_opt import checkpoint, lstm, preprocessing, problems, transform
+from l2l_opt import checkpoint, common, lstm_network, preprocessing, problems, transform
 
 FAMILIES = (
     "mnist_mlp_h20_d1_sigmoid",
@@ -98,7 +98,7 @@ def features(g_TxC: jax.Array, num_steps, config) -> jax.Array:
         t = t + 1
         m, v = preprocessing.adam_moments(g, m, v, config.beta1, config.beta2)
         x = preprocessing.adam_features(g, m, v, t, config.beta1, config.beta2)
-        shared = lstm.global_inputs(t, num_steps, config)
+        shared = common.global_inputs(t, num_steps, config)
         full = jnp.concatenate([x, jnp.broadcast_to(shared[:, None], (shared.size, g.size))])
         return (m, v, t), full
 
@@ -111,10 +111,10 @@ def magnitudes(theta, config, feats_TxFxC: jax.Array) -> jax.Array:
     w, b = theta["magnitude"]["w"][:, 0], theta["magnitude"]["b"][0]
 
     def step(state, x):
-        _, state = lstm.apply_reference(theta, x, state, config)
+        _, state = lstm_network.apply_reference(theta, x, state, config)
         return state, w @ state[-1].hidden + b
 
-    state0 = lstm.initial_state(config, feats_TxFxC.shape[-1])
+    state0 = lstm_network.initial_state(config, feats_TxFxC.shape[-1])
     return jax.lax.scan(step, state0, feats_TxFxC)[1]
 
 

@@ -3,21 +3,17 @@
 Rows: 40 hidden units, 2 hidden layers, ReLU instead of sigmoid (100 steps each), and the
 paper's MLP for 1,000 steps. Every baseline is re-tuned on validation instances for each row.
 
-  python experiments/generalization.py --quick     # a few minutes on CPU
-  python experiments/generalization.py             # full version
-  python experiments/generalization.py --weights runs/mnist/adam_start/best.npz
+  python -m experiments.generalization --quick     # a few minutes on CPU
+  python -m experiments.generalization             # full version
+  python -m experiments.generalization --weights runs/mnist/adam_start/best.npz
 """
 
 import argparse
 import dataclasses
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-
-from l2l_opt import cli  # noqa: E402
+from experiments import common
+from l2l_opt import cli
 
 ROWS = {
     "40 hidden units": ("mnist_mlp_h40_d1_sigmoid", 100),

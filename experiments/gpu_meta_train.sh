@@ -39,7 +39,7 @@ left() { echo $(( DEADLINE - ($(date +%s) - start) )); }
 if [ "$BENCH" = 1 ]; then  # one process per part: each needs most of the GPU's memory, and
   # a failing kernel in the pallas part cannot spoil the others
   for part in opt_step pallas meta; do
-    timeout "${BENCH_TIMEOUT:-420}" $PY experiments/benchmark.py --gpu --only $part \
+    timeout "${BENCH_TIMEOUT:-420}" $PY -m experiments.benchmark --gpu --only $part \
       > runs/logs/benchmark_gpu_$part.log 2>&1
     rc=$?
     echo "benchmark $part exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
@@ -47,24 +47,24 @@ if [ "$BENCH" = 1 ]; then  # one process per part: each needs most of the GPU's 
 fi
 (
   for v in $MNIST; do
-    timeout "$(left)" $PY experiments/mnist.py --stage train --variants "$v" --chunk "$CHUNK" \
+    timeout "$(left)" $PY -m experiments.mnist --stage train --variants "$v" --chunk "$CHUNK" \
       --time-budget "$BUDGET" $EXTRA > "runs/logs/mnist_$v.log" 2>&1 &
   done
   wait
   for v in $MNIST_AFTER; do
-    timeout "$(left)" $PY experiments/mnist.py --stage train --variants "$v" --chunk "$CHUNK" \
+    timeout "$(left)" $PY -m experiments.mnist --stage train --variants "$v" --chunk "$CHUNK" \
       --time-budget "$BUDGET" $EXTRA > "runs/logs/mnist_$v.log" 2>&1 &
   done
   wait
 ) &
 (
   for v in $CONV; do
-    timeout "$(left)" $PY experiments/conv.py --stage train --variants "$v" --chunk "$CHUNK" \
+    timeout "$(left)" $PY -m experiments.conv --stage train --variants "$v" --chunk "$CHUNK" \
       --time-budget "$BUDGET" $EXTRA > "runs/logs/conv_$v.log" 2>&1 &
   done
   wait
   if [ "$CONV_EVAL" = 1 ]; then
-    timeout "$(left)" $PY experiments/conv.py --stage eval $EXTRA > runs/logs/conv_eval.log 2>&1
+    timeout "$(left)" $PY -m experiments.conv --stage eval $EXTRA > runs/logs/conv_eval.log 2>&1
     rc=$?
     echo "conv eval exit $rc after $(( $(date +%s) - start )) s" >> runs/logs/gpu.txt
   fi

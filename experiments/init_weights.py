@@ -1,6 +1,6 @@
 """Write an architecture's untrained weights, the start of a meta-training run.
 
-  python experiments/init_weights.py OUT.npz --config '{"num_layers": 1, ...}' [--seed 0]
+  python -m experiments.init_weights OUT.npz --config '{"num_layers": 1, ...}' [--seed 0]
 
 The weights are ``LSTMOptConfig(**CONFIG).init(jax.random.key(SEED))``; with ``"head_init":
 "zeros"`` and a skip path, the untrained optimizer is the skip path's rule (Adam at
@@ -13,7 +13,7 @@ import json
 import jax
 
 from l2l_opt import checkpoint
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.lstm_config import LSTMOptConfig
 
 
 def main() -> None:

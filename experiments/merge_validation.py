@@ -1,6 +1,6 @@
 """Merge the cells of several `validate.py --out` results and score each learned optimizer.
 
-  python experiments/merge_validation.py runs/val.json runs/val_rosenbrock.json
+  python -m experiments.merge_validation runs/val.json runs/val_rosenbrock.json
 
 A cell (problem, steps) of a later file replaces the same cell of an earlier one: so
 Rosenbrock's two validation cells, run on 25 instances (``--suite validation_rosenbrock

@@ -6,13 +6,13 @@ instances at its horizon and the winning variant on validation instances at 100 
 steps, then compares with tuned SGD, NAG, RMSprop and Adam on held-out test instances at 100
 and 200 steps.
 
-  python experiments/mnist.py --quick          # small CPU version, a few minutes
-  python experiments/mnist.py                  # full version (GPU: minutes; CPU: hours)
-  python experiments/mnist.py --stage train --variants paper   # one variant's training
-  python experiments/mnist.py --stage eval     # compare the variants trained so far
-  python experiments/mnist.py --stage shipped  # the paper's MNIST weights against the baselines
+  python -m experiments.mnist --quick          # small CPU version, a few minutes
+  python -m experiments.mnist                  # full version (GPU: minutes; CPU: hours)
+  python -m experiments.mnist --stage train --variants paper   # one variant's training
+  python -m experiments.mnist --stage eval     # compare the variants trained so far
+  python -m experiments.mnist --stage shipped  # the paper's MNIST weights against the baselines
                                                # (plots/mnist_{100,200}.png, mnist_shipped.json)
-  python experiments/mnist.py --stage variants-figure  # the variant study's figures, drawn
+  python -m experiments.mnist --stage variants-figure  # the variant study's figures, drawn
                                                # from plots/mnist.json (mnist_variants_*.png)
 """
 
@@ -20,20 +20,16 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from typing import NamedTuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-
-from l2l_opt import (  # noqa: E402
+from experiments import common
+from l2l_opt import (
     cli,
     evaluate,
-    problems,  # noqa: E402
+    problems,
 )
-from l2l_opt.lstm import LSTMOptConfig  # noqa: E402
-from l2l_opt.meta_train import MetaTrainConfig  # noqa: E402
+from l2l_opt.lstm_config import LSTMOptConfig
+from l2l_opt.meta_train import MetaTrainConfig
 
 PROBLEM = "mnist_mlp"
 

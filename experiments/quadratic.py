@@ -4,21 +4,17 @@ Meta-trains the paper's network on Gaussian quadratics (the demo's recipe, over 
 seeds), selects on validation instances, and compares with the tuned baselines on held-out
 test quadratics.
 
-  python experiments/quadratic.py --quick     # about a minute on CPU
-  python experiments/quadratic.py             # full version: 5 meta-training seeds
+  python -m experiments.quadratic --quick     # about a minute on CPU
+  python -m experiments.quadratic             # full version: 5 meta-training seeds
 """
 
 import argparse
 import dataclasses
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-
-from l2l_opt import cli  # noqa: E402
-from l2l_opt.meta_train import MetaTrainConfig  # noqa: E402
+from experiments import common
+from l2l_opt import cli
+from l2l_opt.meta_train import MetaTrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ convergence of the others. This script measures that share on many instances of 
 validation stream (never the test one), split by the sign of x_1 at the start, so that a
 change can be judged on more than a handful of runs:
 
-  python experiments/rosenbrock_basins.py --adam 0.1 --weights mixture
-  python experiments/rosenbrock_basins.py --num 200 --steps 2000 --seed 7 \
+  python -m experiments.rosenbrock_basins --adam 0.1 --weights mixture
+  python -m experiments.rosenbrock_basins --num 200 --steps 2000 --seed 7 \
       --adam 0.1 --adam 0.316 --weights mixture --weights runs/x/weights.npz
 
 Per optimizer it prints: the mean of the per-run tail losses (the suite's score), that
@@ -19,18 +19,13 @@ median and 90th percentile of the step after which x_1 keeps its final sign.
 """
 
 import argparse
-import os
-import sys
 
 import jax
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import l2l_opt  # noqa: E402
-import problems  # noqa: E402
-from l2l_opt import evaluate, inner  # noqa: E402
+import l2l_opt
+from l2l_opt import evaluate, inner, problems
 
 
 def basin_runs(

@@ -1,7 +1,7 @@
 """Score weights on a suite's cells against tuned Adam, reusing an earlier run's baselines:
 the selection step of meta-training (validation tasks and seeds only).
 
-  python experiments/validate.py WEIGHTS... --reuse runs/val_prior/suite.json \
+  python -m experiments.validate WEIGHTS... --reuse runs/val_prior/suite.json \
       [--suite validation] [--seed 1] [--out scores.json]
 
 For each weights file or shipped name, not told and told the horizon (`num_steps=T`, where
@@ -12,17 +12,12 @@ evaluate --suite SUITE --seed SEED` result with the same --num-test and --num-va
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
+from experiments.merge_validation import score
 from l2l_opt import cli, compare, suite
 from l2l_opt.problems import suites
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from merge_validation import score  # noqa: E402
 
 
 def main() -> None:

@@ -3,11 +3,16 @@
 from l2l_opt import (
     architecture,
     checkpoint,
+    common,
     compare,
     estimators,
     evaluate,
+    gain,
     inner,
     lstm,
+    lstm_config,
+    lstm_network,
+    lstm_xla,
     mlp,
     preprocessing,
     pretrained,
@@ -19,7 +24,9 @@ from l2l_opt import (
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError
 from l2l_opt.estimators import PES, TruncatedBackprop
-from l2l_opt.lstm import LearnedOptState, LSTMOptConfig, scale_by_lstm
+from l2l_opt.gain import GainConfig, GainState, scale_by_gain
+from l2l_opt.lstm import LearnedOptState, scale_by_lstm, scale_by_lstm_network
+from l2l_opt.lstm_config import LSTMOptConfig
 from l2l_opt.meta_train import (
     MetaTrainConfig,
     MetaTrainMetrics,
@@ -39,6 +46,8 @@ __all__ = [
     "PES",
     "CheckpointError",
     "ConfigError",
+    "GainConfig",
+    "GainState",
     "LSTMOptConfig",
     "LearnedOptState",
     "MLPOptConfig",
@@ -54,12 +63,17 @@ __all__ = [
     "architecture",
     "augment",
     "checkpoint",
+    "common",
     "compare",
     "estimators",
     "evaluate",
+    "gain",
     "inner",
     "learned_opt",
     "lstm",
+    "lstm_config",
+    "lstm_network",
+    "lstm_xla",
     "meta_train_init",
     "meta_train_step",
     "mlp",
@@ -67,7 +81,9 @@ __all__ = [
     "pretrained",
     "problem",
     "run",
+    "scale_by_gain",
     "scale_by_lstm",
+    "scale_by_lstm_network",
     "scale_by_mlp",
     "scale_by_tensor_lstm",
     "tensor_lstm",

@@ -7,7 +7,7 @@ import optax
 from jax.typing import ArrayLike
 
 from l2l_opt.config import ConfigError
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.lstm_config import LSTMOptConfig
 from l2l_opt.mlp import MLPOptConfig
 from l2l_opt.tensor_lstm import TensorLSTMConfig
 
@@ -27,6 +27,11 @@ class LearnedOptimizer(Protocol):
 
     def opt(self, theta: hk.Params, **options: Any) -> optax.GradientTransformationExtraArgs:
         """The optimizer with weights `theta`; its updates are added to the params."""
+
+    def runtime_options(self) -> tuple[str, ...]:
+        """The keyword options `opt` takes beside the weights and learning rate: ``num_steps``
+        (the run's horizon) where the architecture reads it, and options that change how, not
+        what, it computes."""
 
     def check_theta(self, theta: hk.Params) -> None:
         """Raises ValueError unless `theta` fits this architecture."""

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import time
+import tomllib
 import types
 import typing
 import warnings
@@ -20,6 +21,8 @@ from l2l_opt import (
     architecture,
     checkpoint,
     compare,
+    estimators,
+    gain,
     plotting,
     pretrained,
     problems,  # the suite: name lookup belongs to the command line
@@ -28,7 +31,7 @@ from l2l_opt import (
     transform,
 )
 from l2l_opt.checkpoint import CheckpointError
-from l2l_opt.config import ConfigError, field_docs
+from l2l_opt.config import ConfigError, flatten, set_dotted
 from l2l_opt.meta_train import MetaTrainConfig
 from l2l_opt.problem import Mixture, Problem, as_mixture
 from l2l_opt.problems import datasets, suites
@@ -101,7 +104,8 @@ def _stages(text: str) -> tuple[tuple[int, int, int], ...]:
 
 
 def _flag_type(tp: Any):
-    """The argparse type of a dataclass field's annotation; None for a true/false flag."""
+    """The parser of an old per-field flag's value, from the field's annotation; None for a
+    true/false flag."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         tp = args[0]
@@ -112,65 +116,116 @@ def _flag_type(tp: Any):
         return tp
     if typing.get_origin(tp) is tuple:
         return _stages if args and typing.get_origin(args[0]) is tuple else _floats
-    raise TypeError(f"no flag type for {tp!r}")
+    return parse_value
 
 
-def _net_fields() -> dict[str, list[tuple[str, Any, dataclasses.Field]]]:
-    """Every architecture's fields: ``{field: [(architecture, class, field), ...]}``."""
-    out: dict[str, list] = {}
-    for name, cls in architecture.ARCHITECTURES.items():
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON (numbers, true/false, null, lists, objects), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _old_flags() -> dict[str, tuple[str, Any]]:
+    """The per-field flags of earlier versions: ``{field: (--set key, value parser)}``."""
+    out: dict[str, tuple[str, Any]] = {}
+    for f in dataclasses.fields(MetaTrainConfig):
+        if f.name not in ("net", "estimator"):
+            out[f.name] = (f.name, _flag_type(f.type))
+    for cls in architecture.ARCHITECTURES.values():
         for f in dataclasses.fields(cls):
-            out.setdefault(f.name, []).append((name, cls, f))
+            if f.name not in ("schedule", "gain"):
+                out.setdefault(f.name, (f"net.{f.name}", _flag_type(f.type)))
+    out["pes_std"] = ("estimator.std", float)
+    out["second_order"] = ("estimator.second_order", None)
+    out["step_decay"] = ("net.schedule.decay", float)
+    out["warmup"] = ("net.schedule.warmup", float)
+    out["gain_adapt"] = ("net.gain.rate", float)
+    for old, new in gain.RENAMED.items():
+        out[old] = (f"net.gain.{new}", parse_value)
     return out
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per field of `MetaTrainConfig` and of every architecture, from their
-    annotations, defaults and docstrings."""
-    docs = field_docs(MetaTrainConfig)
-    for f in dataclasses.fields(MetaTrainConfig):
-        if f.name == "net":
-            continue
-        _add_flag(p, f.name, f.type, f"{docs.get(f.name, '')} (default {f.default!r})")
-    p.add_argument(
-        "--architecture",
-        choices=sorted(architecture.ARCHITECTURES),
-        default=None,
-        help=f"the learned optimizer's architecture (default {architecture.DEFAULT})",
-    )
-    for name, owners in _net_fields().items():
-        docs = field_docs(owners[0][1])
-        defaults = "; ".join(f"{a} default {f.default!r}" for a, _, f in owners)
-        _add_flag(p, name, owners[0][2].type, f"network: {docs.get(name, '')} ({defaults})")
+def translate_old_flags(rest: list[str]) -> list[str]:
+    """``--set key=value`` for each per-field flag of earlier versions in `rest` (the
+    arguments the parser did not know), each with a note; anything else is a UsageError."""
+    old, sets, i = _old_flags(), [], 0
+    while i < len(rest):
+        token = rest[i]
+        name, eq, text = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        field = name.replace("-", "_")
+        negated = field.startswith("no_") and field[3:] in old and old[field[3:]][1] is None
+        if field not in old and not negated:
+            raise UsageError(f"unrecognized argument {token!r} (see l2l-opt meta-train --help)")
+        key, parse = old[field[3:] if negated else field]
+        if parse is None:
+            value = not negated
+        else:
+            if not eq:
+                if i + 1 >= len(rest):
+                    raise UsageError(f"{token} needs a value")
+                i, text = i + 1, rest[i + 1]
+            try:
+                value = parse(text)
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                raise UsageError(f"{token} {text}: {e}") from None
+        shown = json.dumps(_plain(value))
+        log_status(f"note: {token} is read as --set {key}={shown} (the per-field flags retire)")
+        sets.append(f"{key}={shown}")
+        i += 1
+    return sets
 
 
-def _add_flag(p, name, tp, help_text):
-    flag = "--" + name.replace("_", "-")
-    typ = _flag_type(tp)
-    if typ is None:
-        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-    else:
-        p.add_argument(flag, type=typ, default=None, help=help_text)
+def _plain(v: Any) -> Any:
+    return [_plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A meta-training config file: JSON, or TOML (``.toml``), of `MetaTrainConfig`'s fields
+    (``net`` and ``estimator`` as tables, ``architecture`` its name)."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f) if path.endswith(".toml") else json.loads(f.read())
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(
+            f"--config {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {e}"
+        ) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: must hold a table of settings")
+    return data
 
 
 def config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[str, Any]]:
-    """The run's config, and the settings the user gave explicitly."""
-    train_names = [f.name for f in dataclasses.fields(MetaTrainConfig) if f.name != "net"]
-    names = [*train_names, "architecture", *_net_fields()]
-    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    arch_name = given.get("architecture", architecture.DEFAULT)
-    cls = architecture.get(arch_name)
-    own = {f.name for f in dataclasses.fields(cls)}
-    foreign = sorted(k for k in given if k in _net_fields() and k not in own)
-    if foreign:
-        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+    """The run's config (defaults, then `--config`, then the flags, then each `--set`), and
+    the settings the user gave explicitly, as ``{dotted key: value}``."""
+    tree = read_config_file(args.config) if args.config else {}
+    given = flatten(tree)
+    sets = [("architecture", args.architecture), ("estimator", args.estimator)]
+    for item in [*(args.old_sets or []), *(args.set or [])]:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--set {item!r}: expected key=value, e.g. --set num_tasks=8")
+        sets.append((key.strip(), parse_value(text)))
+    for key, value in sets:
+        if value is None and key in ("architecture", "estimator"):
+            continue
+        if key == "curriculum" and isinstance(value, str):
+            value = _stages(value)
+        set_dotted(tree, key, value)
+        given.update(flatten({key: value}))
+    if isinstance(tree.get("estimator"), dict) and "name" not in tree["estimator"]:
+        tree["estimator"] = {"name": "tbptt", **tree["estimator"]}
+    train_names = {f.name for f in dataclasses.fields(MetaTrainConfig)} | {"architecture"}
+    unknown = sorted(set(tree) - train_names)
+    if unknown:
         raise UsageError(
-            f"{flags}: not a setting of the {arch_name!r} architecture (its settings: "
-            f"{', '.join(sorted(own))})"
+            f"unknown setting(s) {unknown}: a key is one of {sorted(train_names)}, "
+            "net.<architecture field> or estimator.<estimator field>"
         )
-    net = cls(**{k: v for k, v in given.items() if k in own})
-    train = {k: v for k, v in given.items() if k in train_names}
-    return MetaTrainConfig(net=net, **train), given
+    return MetaTrainConfig.from_dict(tree), given
 
 
 # ----------------------------------------------------------------------------- commands
@@ -322,7 +377,7 @@ def suite_optimizers(weights: list[str] | None) -> dict[str, Any]:
         theta, arch = transform.resolve_weights(w, None)
         label = "learned_opt()" if w is None else f"learned_opt({w!r})"
         learned[label] = lambda steps, theta=theta, arch=arch: arch.opt(theta)
-        if getattr(arch, "progress_features", False):  # also told each cell's horizon
+        if "num_steps" in arch.runtime_options():  # also told each cell's horizon
             told = label[:-1] + (", " if w is not None else "") + "num_steps=T)"
             learned[told] = lambda steps, theta=theta, arch=arch: arch.opt(theta, num_steps=steps)
     return learned
@@ -430,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2l-opt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("meta-train", help="meta-train a learned optimizer (TBPTT or PES)")
+    p = sub.add_parser(
+        "meta-train", help="meta-train a learned optimizer (TBPTT or PES)", allow_abbrev=False
+    )
     p.add_argument("--outer-steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run directory (checkpoint, weights, metrics)")
     p.add_argument(
@@ -452,7 +509,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process")
-    _add_config_flags(p)
+    p.add_argument(
+        "--config", default=None, metavar="FILE",
+        help="settings from a JSON or TOML file of MetaTrainConfig's fields (docs/cli.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--set", action="append", default=None, metavar="KEY=VALUE",
+        help="one setting, after --config: a MetaTrainConfig field (num_tasks=8), "
+        "net.<field> (net.hidden_size=4, net.gain.rate=0.3) or estimator.<field> "
+        "(estimator.std=0.02); VALUE is JSON or text; repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--architecture", choices=sorted(architecture.ARCHITECTURES), default=None,
+        help=f"the learned optimizer's architecture (default {architecture.DEFAULT})",
+    )  # fmt: skip
+    p.add_argument(
+        "--estimator", default=None,
+        help=f"the meta-gradient estimator: {', '.join(sorted(estimators.ESTIMATORS))} "
+        "(default tbptt)",
+    )  # fmt: skip
 
     p = sub.add_parser("compare", help="learned optimizer vs tuned SGD, NAG, RMSprop, Adam")
     p.add_argument(
@@ -517,7 +592,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        args.old_sets = translate_old_flags(rest) if args.command == "meta-train" else None
+    except UsageError as e:
+        print(f"l2l-opt: error: {e}", file=sys.stderr)
+        return 2
+    if rest and args.command != "meta-train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     # Library warnings (e.g. "using the embedded MNIST subset") as one status line each.
     warnings.showwarning = lambda message, *a, **k: log_status(f"note: {message}")
     try:

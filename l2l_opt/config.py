@@ -107,3 +107,24 @@ def field_docs(cls) -> dict[str, str]:
         elif current:
             out[current] += " " + stripped
     return out
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of nested dicts (a config's ``to_dict``)."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Sets dotted `key` (``net.gain.rate``) in nested dicts `tree`."""
+    *path, last = key.split(".")
+    for part in path:
+        node = tree.get(part)
+        if node is None or not isinstance(node, dict):
+            node = tree[part] = {} if node is None or not hasattr(node, "to_dict") else node
+        tree = node
+    tree[last] = value

@@ -22,7 +22,7 @@ from l2l_opt.config import (
     check_unit_interval,
     from_dict,
 )
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.lstm_config import LSTMOptConfig
 from l2l_opt.problem import Mixture, Problem, as_mixture, augment
 
 Stage = tuple[int, int, int]  # (from outer step, unroll length, horizon)
@@ -46,9 +46,11 @@ class MetaTrainConfig:
       curriculum: stages ``((from_step, unroll_length, horizon), ...)`` that replace K and
         the horizon from the given outer steps on (the first from step 0), e.g. short
         truncations and horizons first. Flag syntax: ``0:10:100,500:20:1000``.
-      estimator: ``"tbptt"`` (truncated backprop through time) or ``"pes"`` (persistent
-        evolution strategies, forward passes only, unbiased over the whole horizon).
-      pes_std: PES's perturbation standard deviation.
+      estimator: the gradient estimator's config: `l2l_opt.estimators.TBPTTConfig`
+        (truncated backprop through time), `l2l_opt.estimators.PESConfig` (persistent
+        evolution strategies, forward passes only, unbiased over the whole horizon), or one
+        registered with `l2l_opt.estimators.register`; a registered name (``"pes"``) or a
+        dict ``{"name": "pes", "std": 0.01}`` is read as that estimator's config.
       meta_objective: ``"sum"`` of the losses (the paper), ``"mean_log"`` (mean of log
         losses) or ``"normalized"`` (losses over the task's initial loss); the last two
         let tasks of different scales be mixed.
@@ -60,8 +62,6 @@ class MetaTrainConfig:
       loss_scale: task augmentation: ``(low, high)`` of random per-instance loss scales.
       meta_learning_rate: Adam's learning rate on theta.
       clip_norm: meta-gradients are clipped to this global norm.
-      second_order: keep second derivatives of the optimizee (paper: dropped; truncated
-        backprop only).
       remat: recompute inner-step activations in the backward pass (``jax.checkpoint``)
         instead of storing them: the same meta-gradients with about a fifth of the memory.
       max_nonfinite: stop after this many outer steps in a row with a non-finite meta-loss
@@ -76,15 +76,13 @@ class MetaTrainConfig:
     min_horizon: int | None = None
     tell_horizon: float = 1.0
     curriculum: tuple[Stage, ...] = ()
-    estimator: str = "tbptt"
-    pes_std: float = 0.01
+    estimator: Any = estimators.TBPTTConfig()
     meta_objective: str = "sum"
     log_floor: float = 0.0
     param_scale: tuple[float, float] | None = None
     loss_scale: tuple[float, float] | None = None
     meta_learning_rate: float = 1e-3
     clip_norm: float = 1.0
-    second_order: bool = False
     remat: bool = True
     max_nonfinite: int = 10
     net: Any = LSTMOptConfig()
@@ -118,8 +116,8 @@ class MetaTrainConfig:
             "must be a probability in [0, 1]",
         )
         self._check_curriculum()
-        check_choice(self, "estimator", estimators.ESTIMATORS)
-        check_positive_float(self, "pes_std", "meta_learning_rate", "clip_norm")
+        self._check_estimator()
+        check_positive_float(self, "meta_learning_rate", "clip_norm")
         check_choice(self, "meta_objective", unroll.OBJECTIVES)
         check_unit_interval(self, "log_floor")
         check(
@@ -131,18 +129,26 @@ class MetaTrainConfig:
         )
         check_range(self, "param_scale")
         check_range(self, "loss_scale")
-        check_bool(self, "second_order", "remat")
-        check(
-            not (self.second_order and self.estimator == "pes"),
-            name,
-            "second_order",
-            self.second_order,
-            "needs estimator='tbptt' (PES takes no derivatives)",
-        )
+        check_bool(self, "remat")
         try:
             architecture.name_of(self.net)
         except TypeError as e:
             check(False, name, "net", self.net, str(e))
+
+    def _check_estimator(self):
+        est = self.estimator
+        if isinstance(est, str):
+            est = estimators.get(est)()
+        elif isinstance(est, dict):
+            est = estimators.from_dict(est)
+        check(
+            estimators.ESTIMATORS.get(getattr(est, "name", None)) is type(est),
+            "MetaTrainConfig",
+            "estimator",
+            self.estimator,
+            f"must be a registered estimator's config or name ({list(estimators.ESTIMATORS)})",
+        )
+        object.__setattr__(self, "estimator", est)
 
     def _check_curriculum(self):
         stages = self.curriculum
@@ -181,6 +187,7 @@ class MetaTrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["net"] = self.net.to_dict()
         d["architecture"] = architecture.name_of(self.net)
+        d["estimator"] = estimators.to_dict(self.estimator)
         return d
 
     @classmethod
@@ -188,6 +195,16 @@ class MetaTrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"MetaTrainConfig: expected a dict, got {type(d).__name__}")
         d = dict(d)
+        # Saved before estimators had configs of their own: PES's std, truncated backprop's
+        # second order, beside the estimator's name.
+        pes_std, second_order = d.pop("pes_std", None), d.pop("second_order", None)
+        if isinstance(d.get("estimator"), str):
+            est = {"name": d["estimator"]}
+            if d["estimator"] == "pes" and pes_std is not None:
+                est["std"] = pes_std
+            if d["estimator"] == "tbptt" and second_order is not None:
+                est["second_order"] = second_order
+            d["estimator"] = est
         name = d.pop("architecture", architecture.DEFAULT)
         if "net" in d:
             if not isinstance(d["net"], dict):
@@ -260,12 +277,11 @@ def estimator_of(
         horizons=unroll.Horizons(config.min_horizon, config.horizon, config.tell_horizon),
         objective=config.meta_objective,
         log_floor=config.log_floor,
-        second_order=config.second_order,
         remat=config.remat,
         copies_from=copies,
         opt_options=tuple(sorted((opt_options or {}).items())),
     )
-    return estimators.make(config.estimator, truncation, pes_std=config.pes_std)
+    return config.estimator.make(truncation)
 
 
 def meta_train_init(

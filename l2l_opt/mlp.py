@@ -66,6 +66,10 @@ class MLPOptConfig:
         """Fresh meta-parameters: Haiku's ``{"module": {"param": array}}``."""
         return network(self).init(key, jnp.zeros((1, NUM_FEATURES), jnp.float32))
 
+    def runtime_options(self) -> tuple[str, ...]:
+        """The options `opt` takes beside the weights: none."""
+        return ()
+
     def opt(
         self, theta: hk.Params, *, learning_rate: optax.ScalarOrSchedule = 1.0
     ) -> optax.GradientTransformationExtraArgs:

@@ -1,6 +1,6 @@
 """The coordinatewise LSTM step as one fused Pallas kernel (Triton, for NVIDIA GPUs).
 
-`l2l_opt.lstm.apply_features` computes each layer with XLA: a matrix product that writes
+`l2l_opt.lstm_xla.apply_features` computes each layer with XLA: a matrix product that writes
 the ``[4H, N]`` gates to memory, then elementwise work that reads them back. This kernel
 does the whole step for a block of coordinates in registers: it reads the features and the
 ``2 * layers * H`` floats of state once, and writes the new state and the update once, which
@@ -14,13 +14,15 @@ on the same GPU (TF32 on recent NVIDIA GPUs; ``jax.default_matmul_precision("hig
 for full float32).
 
 The kernel runs forward only; its derivative (`jax.custom_vjp`) is the XLA path's, so
-meta-gradients through it are those of `lstm.apply_features`. On CPU it runs in Pallas'
+meta-gradients through it are those of `lstm_xla.apply_features`. On CPU it runs in Pallas'
 interpret mode: correct and slow, for tests. XLA's SPMD partitioner cannot split the kernel: for
 parameters sharded over devices, use the XLA path or call it inside `shard_map`.
 """
 
+from __future__ import annotations
+
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import haiku as hk
 import jax
@@ -28,8 +30,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from l2l_opt import lstm
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt import lstm_network, lstm_xla
+
+if TYPE_CHECKING:
+    from l2l_opt.lstm_config import LSTMOptConfig
 
 MIN_COORDS = 128  # smaller leaves take the XLA path
 MAX_HIDDEN = 64  # larger H would not fit a block's state in registers
@@ -128,7 +132,7 @@ def prepare(theta: hk.Params, config: LSTMOptConfig, transposed: bool = False) -
     ``b [4, HP]`` (gate q's weights transposed, zero-padded; with `transposed`, ``wx`` and
     ``wh`` as ``[4, F or HP, HP]``), ``head [HP]``, ``head_b [1]``, ``skip [F]``."""
     h, hp = config.hidden_size, padded(config.hidden_size)
-    weights = lstm.unpack(theta, config)
+    weights = lstm_network.unpack(theta, config)
     layers = []
     for i, (w, b) in enumerate(weights.layers):
         fin = w.shape[0] - h
@@ -250,9 +254,9 @@ def _pallas(theta, feats_FxN, state, config, tiling, interpret):
 
 
 def reference(theta, feats_FxN, state, config):
-    """What the kernel computes, with XLA: `lstm.apply_features` in one piece (its state
+    """What the kernel computes, with XLA: `lstm_xla.apply_features` in one piece (its state
     cast to the features' dtype for the step, the new state back to the state's dtype)."""
-    return lstm.apply_features(theta, feats_FxN, state, config, chunk=0)
+    return lstm_xla.apply_features(theta, feats_FxN, state, config, chunk=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

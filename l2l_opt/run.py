@@ -15,7 +15,7 @@ from tqdm import tqdm
 from l2l_opt import checkpoint, transform
 from l2l_opt import meta_train as meta_train_lib
 from l2l_opt.checkpoint import CheckpointError
-from l2l_opt.config import ConfigError
+from l2l_opt.config import ConfigError, flatten
 from l2l_opt.meta_train import MetaTrainConfig
 from l2l_opt.problem import Mixture, Problem
 
@@ -209,7 +209,7 @@ def _host_copy(tree):
 def _with_net(config: MetaTrainConfig, net: Any, weights: str, given: dict[str, Any]):
     """`config` with the architecture of `weights`; network fields in `given` that
     contradict it are an error."""
-    saved = {"architecture": net.name, **net.to_dict()}
+    saved = flatten({"architecture": net.name, "net": net.to_dict()})
     clash = {
         k: (v, saved[k]) for k, v in given.items() if k in saved and _plain(saved[k]) != _plain(v)
     }
@@ -225,10 +225,9 @@ def _plain(v):
 
 
 def _clash_detail(clash: dict[str, tuple[Any, Any]], owner: str) -> str:
-    """``--flag=given (<owner> saved)`` for each ``flag: (given, saved)``."""
-    return ", ".join(
-        f"--{k.replace('_', '-')}={a!r} ({owner} {b!r})" for k, (a, b) in clash.items()
-    )
+    """``--set key=given (<owner> saved)`` for each ``key: (given, saved)``."""
+    flag = lambda k: "--architecture" if k == "architecture" else f"--set {k}"
+    return ", ".join(f"{flag(k)}={a!r} ({owner} {b!r})" for k, (a, b) in clash.items())
 
 
 def _resume(ckpt, config, problem, info, given):
@@ -245,7 +244,7 @@ def _resume(ckpt, config, problem, info, given):
         saved = MetaTrainConfig.from_dict(saved_info["config"])
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{ckpt}: bad or missing config ({e})") from e
-    flat = {**saved.to_dict(), **saved.net.to_dict()}
+    flat = flatten(saved.to_dict())
     clash = {k: (v, flat.get(k)) for k, v in given.items() if _plain(flat.get(k)) != _plain(v)}
     for k, v in info.items():
         if saved_info.get(k) != v:

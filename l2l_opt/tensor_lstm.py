@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from l2l_opt import lstm, preprocessing
+from l2l_opt import common, gain, preprocessing
 from l2l_opt.config import (
     check,
     check_bool,
@@ -63,7 +63,7 @@ class TensorLSTMConfig:
     One LSTM state per tensor; per coordinate only Adam's moments and the last step d
     (12 bytes in float32). The heads W, b and v, b_a start at zero, so the untrained
     optimizer is Adam at `output_scale` on the decay, with the hand-made per-tensor gain of
-    `LSTMOptConfig.gain_adapt` (the shipped LSTM's prior); meta-training learns where to
+    `l2l_opt.gain.GainConfig` (the shipped LSTM's prior); meta-training learns where to
     change the gain's rate (o), correct it (delta), scale a tensor's step (mu), mix gradient
     and momentum (Delta w), and how to scale each coordinate (a).
 
@@ -77,7 +77,7 @@ class TensorLSTMConfig:
         (``(0, -1)``: Adam's direction).
       step_decay: tau > 0: the step at step t is multiplied by ``1 / sqrt(1 + t / tau)``;
         0: no decay.
-      gain_adapt: beta >= 0, the hand-made gain's rate (`LSTMOptConfig.gain_adapt`).
+      gain_adapt: beta >= 0, the hand-made gain's rate (`l2l_opt.gain.GainConfig.rate`).
       gain_max: M, the bound of each tensor's log-gain.
       gain_leak: lambda >= 0, the pull of a log-gain above `gain_leak_above` back to it.
       gain_leak_above: l0, the log-gain above which `gain_leak` pulls.
@@ -86,7 +86,7 @@ class TensorLSTMConfig:
         scalar; without them the LSTM tells tensors apart by their dynamics alone.
       progress_features: inputs ``(k, k t / T)``, with ``k = 1`` when the horizon T is
         given (``learned_opt(num_steps=T)``) and 0 when not.
-      time_features: inputs ``tanh(t / tau)`` for each tau in `l2l_opt.lstm.TIMESCALES`.
+      time_features: inputs ``tanh(t / tau)`` for each tau in `l2l_opt.common.TIMESCALES`.
       warmup: W > 0: the step at step t is multiplied by ``min(1, t / W)`` (a linear
         warm-up, as the tuned AdamW-cosine baseline has); 0: none.
     """
@@ -99,7 +99,7 @@ class TensorLSTMConfig:
     skip_init: tuple[float, ...] = (0.0, -1.0)
     step_decay: float = 100.0
     gain_adapt: float = 0.3
-    gain_max: float = lstm.MAX_LOG_GAIN
+    gain_max: float = gain.MAX_LOG_GAIN
     gain_leak: float = 0.05
     gain_leak_above: float = 2.0
     gain_correction: float = 0.03
@@ -138,14 +138,18 @@ class TensorLSTMConfig:
         check_bool(self, "shape_features", "progress_features", "time_features")
 
     def num_inputs(self) -> int:
-        """Inputs per tensor: `tensor_statistics`, then the shared ones (`lstm.global_inputs`)."""
-        shared = 2 * self.progress_features + len(lstm.TIMESCALES) * self.time_features
+        """Inputs per tensor: `tensor_statistics`, then the shared ones (`common.global_inputs`)."""
+        shared = 2 * self.progress_features + len(common.TIMESCALES) * self.time_features
         return NUM_STATISTICS - 2 * (not self.shape_features) + shared
 
     def init(self, key: ArrayLike) -> hk.Params:
         """Fresh meta-parameters: Haiku's ``{"module": {"param": array}}`` (float32)."""
         stats = jnp.zeros((1, self.num_inputs()), jnp.float32)
         return network(self).init(key, stats, initial_state(self, 1))
+
+    def runtime_options(self) -> tuple[str, ...]:
+        """The options `opt` takes beside the weights: ``num_steps`` with `progress_features`."""
+        return ("num_steps",) * bool(self.progress_features)
 
     def opt(
         self,
@@ -252,7 +256,7 @@ def tensor_statistics(
     :math:`\ell / M`, :math:`\log(1 + N) / 10` and whether the tensor is a vector or scalar.
     Non-finite coordinates are left out, so one bad coordinate stays in its coordinate."""
     n = g_N.size
-    cos = lstm.tensor_cosine(g_N, d_N)
+    cos = common.tensor_cosine(g_N, d_N)
     sq = jnp.vdot(x2_N, x2_N)
 
     def finite_only():
@@ -306,7 +310,7 @@ def scale_by_tensor_lstm(
 
     def init_fn(params):
         def dtype(p):
-            return lstm.compute_dtype(jnp.result_type(p))
+            return common.compute_dtype(jnp.result_type(p))
 
         def vector(p):
             return jnp.zeros((jnp.size(p),), dtype(p))
@@ -323,6 +327,14 @@ def scale_by_tensor_lstm(
             count=jnp.zeros([], jnp.int32),
         )
 
+    # The hand-made part of the gain's rule, which the LSTM's rate and correction adjust.
+    controller = gain.GainConfig(
+        rate=config.gain_adapt,
+        max=config.gain_max,
+        leak=config.gain_leak,
+        leak_above=config.gain_leak_above,
+    )
+
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
         count = optax.safe_increment(state.count)
@@ -330,7 +342,7 @@ def scale_by_tensor_lstm(
         moments = [restore(x, (0, 0)) for x in treedef.flatten_up_to(state.moments)]
         lasts = [restore(x, (0, 0)) for x in treedef.flatten_up_to(state.last)]
         cores = [restore(x, hk.LSTMState(0, 0)) for x in treedef.flatten_up_to(state.lstm)]
-        shared = lstm.global_inputs(count, num_steps, config, jnp.float32)
+        shared = common.global_inputs(count, num_steps, config, jnp.float32)
         feats, new_moments, stats = [], [], []
         for g, (m, v), (log_gain, d) in zip(leaves, moments, lasts, strict=True):
             g_N = jnp.reshape(g, (-1,)).astype(m.dtype)
@@ -348,13 +360,11 @@ def scale_by_tensor_lstm(
             o = out_LxO[i].astype(x.dtype)
             rate, correction, scale = o[0], o[1], o[2]
             rate = jnp.exp(jnp.clip(rate, -MAX_LOG_FACTOR, MAX_LOG_FACTOR))
-            log_gain = lstm.gain_step(
+            log_gain = gain.gain_step(
                 log_gain,
                 stats[i][0].astype(x.dtype),  # cos(g_t, d_{t-1})
                 config.gain_adapt * rate,
-                config.gain_max,
-                config.gain_leak,
-                config.gain_leak_above,
+                controller,
                 correction=config.gain_correction * correction,
             )
             w = ParamWeights(*(a.astype(x.dtype) for a in weights))
@@ -363,9 +373,9 @@ def scale_by_tensor_lstm(
                 jnp.clip(scale, -MAX_LOG_FACTOR, MAX_LOG_FACTOR) + log_gain
             )
             if config.step_decay:
-                factor = factor * lstm.decay_factor(count, config.step_decay, x.dtype)
+                factor = factor * common.decay_factor(count, config.step_decay, x.dtype)
             if config.warmup:
-                factor = factor * lstm.warmup_factor(count, config.warmup, x.dtype)
+                factor = factor * common.warmup_factor(count, config.warmup, x.dtype)
             new_updates.append(jnp.reshape(factor * d_N, jnp.shape(g)).astype(g.dtype))
             new_lasts.append((log_gain, d_N))
             new_cores.append(hk.LSTMState(new_core.hidden[i], new_core.cell[i]))

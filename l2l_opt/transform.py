@@ -7,7 +7,8 @@ import haiku as hk
 import optax
 
 from l2l_opt import architecture, checkpoint, pretrained
-from l2l_opt.lstm import LearnedOptState, LSTMOptConfig, scale_by_lstm
+from l2l_opt.lstm import LearnedOptState, scale_by_lstm
+from l2l_opt.lstm_config import LSTMOptConfig
 
 __all__ = ["LearnedOptState", "learned_opt", "resolve_weights", "scale_by_lstm"]
 
@@ -104,11 +105,15 @@ def learned_opt(
         kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling, num_steps=num_steps
     )
     options = {k: v for k, v in given.items() if v is not None}
-    try:
-        return config.opt(theta, learning_rate=learning_rate, **options)
-    except TypeError as e:
-        if options and "unexpected keyword" in str(e):
-            raise ValueError(
-                f"{type(config).__name__} takes none of the runtime options {sorted(options)}"
-            ) from e
-        raise
+    refused = sorted(set(options) - set(config.runtime_options()))
+    if refused == ["num_steps"] and hasattr(config, "progress_features"):
+        raise ValueError(
+            "num_steps is given, but these weights take no training-progress inputs "
+            f"({type(config).__name__}.progress_features is False)"
+        )
+    if refused:
+        raise ValueError(
+            f"{type(config).__name__} takes none of the runtime options {refused} "
+            f"(it takes: {', '.join(config.runtime_options()) or 'none'})"
+        )
+    return config.opt(theta, learning_rate=learning_rate, **options)

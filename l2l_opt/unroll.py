@@ -168,7 +168,7 @@ def unroll(
         _fresh(problem, opt, state.key, horizons, num_steps),
         state,
     )
-    if getattr(arch, "progress_features", False):  # told its horizon, or 0: not told
+    if "num_steps" in arch.runtime_options():  # told its horizon, or 0: not told
         told_steps = jnp.where(state.told, state.horizon, 0)
         opt = arch.opt(theta, **dict(opt_options), num_steps=told_steps)
     instance = state.instance

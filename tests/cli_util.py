@@ -1,28 +1,49 @@
-"""Helpers of the command-line tests: run `l2l-opt` as users run it, in a subprocess."""
+"""Helpers of the command-line tests: run `l2l-opt` as users run it, in-process (where the
+process boundary is not what is tested) or in a subprocess."""
 
+import contextlib
+import io
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
+from l2l_opt import cli
+
 TINY = [
-    "--num-tasks", "4", "--unroll-length", "5", "--horizon", "10",
-    "--num-layers", "1", "--hidden-size", "4",
+    "--set", "num_tasks=4", "--set", "unroll_length=5", "--set", "horizon=10",
+    "--set", "net.num_layers=1", "--set", "net.hidden_size=4",
 ]  # fmt: skip
 
 
-def l2l(*args, env=None, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "l2l_opt.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
+def l2l(*args, env=None, check=True, subprocess_=False):
+    """``l2l-opt ARGS``: its exit status, stdout and stderr, as a `subprocess.CompletedProcess`.
+
+    In-process (`cli.main`) unless `subprocess_` or `env` (a fresh process's environment)."""
+    if subprocess_ or env:
+        proc = subprocess.run(
+            [sys.executable, "-m", "l2l_opt.cli", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=300,
+        )
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        showwarning = warnings.showwarning  # the CLI prints warnings as status lines
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+            finally:
+                warnings.showwarning = showwarning
+        proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -3,8 +3,8 @@
 import jax
 import pytest
 
-from l2l_opt import lstm
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt import lstm_network
+from l2l_opt.lstm_config import LSTMOptConfig
 
 TINY_NET = LSTMOptConfig(num_layers=1, hidden_size=4)
 
@@ -27,4 +27,4 @@ def estimate(state, config, problem, **runtime_options):
 
 @pytest.fixture
 def tiny_theta():
-    return lstm.init_theta(jax.random.key(0), TINY_NET)
+    return lstm_network.init_theta(jax.random.key(0), TINY_NET)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import l2l_opt
-from l2l_opt import checkpoint, lstm, problems
+from l2l_opt import checkpoint, lstm_network, problems
 from l2l_opt.checkpoint import CheckpointError
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.lstm_config import LSTMOptConfig
 
 from .conftest import TINY_NET
 
@@ -158,7 +158,7 @@ def test_npz_is_a_zip_with_no_pickle(weights_file):
 
 def test_shapes_come_from_code(weights_file):
     theta, _ = checkpoint.load_weights(weights_file)
-    want = lstm.theta_shapes(TINY_NET)
+    want = lstm_network.theta_shapes(TINY_NET)
     assert jax.tree.map(lambda a: a.shape, theta) == jax.tree.map(lambda s: s.shape, want)
 
 

@@ -1,4 +1,5 @@
-"""The `l2l-opt` command, run as users run it: in a subprocess."""
+"""The `l2l-opt` command, run as users run it (in-process where the process boundary is not
+what is tested)."""
 
 import json
 import os
@@ -86,7 +87,7 @@ def test_init_weights_starts_from_those_weights_with_their_network(reference_run
     assert info["config"]["net"]["hidden_size"] == 4  # the weights' network, not the default
     proc = l2l("meta-train", "--outer-steps", "1", "--out", str(tmp_path / "b"),
                "--init-weights", str(src), "--hidden-size", "8", check=False)  # fmt: skip
-    assert proc.returncode == 2 and "--hidden-size=8 (weights have 4)" in proc.stderr
+    assert proc.returncode == 2 and "--set net.hidden_size=8 (weights have 4)" in proc.stderr
 
 
 def test_existing_run_without_resume_is_refused(reference_run):
@@ -97,7 +98,7 @@ def test_existing_run_without_resume_is_refused(reference_run):
 def test_resume_with_other_settings_is_refused(reference_run):
     proc = l2l("meta-train", "--outer-steps", "50", "--out", str(reference_run), "--resume",
                "--seed", "7", "--hidden-size", "8", check=False)  # fmt: skip
-    assert proc.returncode == 2 and "--hidden-size=8 (run has 4)" in proc.stderr
+    assert proc.returncode == 2 and "--set net.hidden_size=8 (run has 4)" in proc.stderr
 
 
 def test_resume_of_an_older_state_layout_says_how_to_go_on(reference_run, tmp_path):
@@ -123,16 +124,20 @@ def test_resume_of_an_older_state_layout_says_how_to_go_on(reference_run, tmp_pa
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--num-tasks", "0"], "MetaTrainConfig.num_tasks=0 is invalid"),
-        (["--unroll-length", "30"], "MetaTrainConfig.unroll_length=30 is invalid"),
+        (["--set", "num_tasks=0"], "MetaTrainConfig.num_tasks=0 is invalid"),
+        (["--set", "unroll_length=30"], "MetaTrainConfig.unroll_length=30 is invalid"),
         (["--problem", "nope"], "unknown problem 'nope'"),
         (["--problem", "quadratic=x"], "is not a number"),
         (["--problem", "quadratic,quadratic"], "appears twice"),
         (["--estimator", "reinforce"], "MetaTrainConfig.estimator='reinforce' is invalid"),
-        (["--architecture", "mlp", "--num-layers", "2", "--p", "3"], "--p: not a setting"),
+        (["--set", "estimator=reinforce"], "MetaTrainConfig.estimator='reinforce' is invalid"),
+        (["--architecture", "mlp", "--set", "net.p=3"], "unknown field(s) ['p']"),
+        (["--set", "nets.hidden_size=4"], "unknown setting(s) ['nets']"),
+        (["--set", "num_tasks"], "expected key=value"),
+        (["--bogus-flag", "3"], "unrecognized argument '--bogus-flag'"),
         (["--problem", "nosuchmodule:make"], "cannot import 'nosuchmodule'"),
-        (["--preprocessing", "log"], "LSTMOptConfig.preprocessing='log' is invalid"),
-        (["--meta-learning-rate", "nan"], "MetaTrainConfig.meta_learning_rate=nan is invalid"),
+        (["--set", "net.preprocessing=log"], "LSTMOptConfig.preprocessing='log' is invalid"),
+        (["--set", "meta_learning_rate=NaN"], "meta_learning_rate=nan is invalid"),
         (["--outer-steps", "-1"], "--outer-steps=-1 is invalid"),
     ],
 )
@@ -231,3 +236,33 @@ def test_evaluate_with_unreadable_reuse_baselines_is_one_line(tmp_path, content)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert f"--reuse-baselines {bad}: not a readable suite.json" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_meta_train_reads_a_config_file_then_the_set_options(tmp_path):
+    """TOML and JSON config files nest `net` and `estimator`; each --set after them wins; the
+    per-field flags of earlier versions are read as their --set form, with a note."""
+    (tmp_path / "r.toml").write_text(
+        'num_tasks = 2\nunroll_length = 5\nhorizon = 10\n'
+        '[net]\nnum_layers = 1\nhidden_size = 2\n[estimator]\nname = "pes"\n'
+    )  # fmt: skip
+    proc = l2l(
+        "meta-train", "--config", tmp_path / "r.toml", "--set", "estimator.std=0.02",
+        "--set", "num_tasks=4", "--horizon", "20", "--outer-steps", "1", "--out", tmp_path / "a",
+    )  # fmt: skip
+    assert "--horizon is read as --set horizon=20" in proc.stderr
+    config = checkpoint.read_state_info(tmp_path / "a" / "checkpoint.npz")["config"]
+    assert (config["num_tasks"], config["horizon"], config["net"]["hidden_size"]) == (4, 20, 2)
+    assert config["estimator"] == {"name": "pes", "std": 0.02}
+    (tmp_path / "r.json").write_text(json.dumps({"num_tasks": 2, "nett": {"hidden_size": 2}}))
+    bad = l2l("meta-train", "--config", tmp_path / "r.json", "--outer-steps", "1",
+              "--out", tmp_path / "b", check=False)  # fmt: skip
+    assert bad.returncode == 2 and "unknown setting(s) ['nett']" in bad.stderr
+    (tmp_path / "broken.toml").write_text("num_tasks = \n")
+    bad = l2l("meta-train", "--config", tmp_path / "broken.toml", "--outer-steps", "1",
+              "--out", tmp_path / "c", check=False)  # fmt: skip
+    assert bad.returncode == 2 and "not valid TOML" in bad.stderr
+
+
+def test_meta_train_help_fits_on_a_screen():
+    proc = l2l("meta-train", "--help", check=False)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) <= 45

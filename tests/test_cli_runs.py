@@ -42,7 +42,7 @@ def test_sigkill_then_resume_is_bit_exact_for_every_architecture_and_estimator(t
     resume_to_the_end(cmd, tmp_path / "killed")
     assert_same_weights(tmp_path / "ref" / "weights.npz", tmp_path / "killed" / "weights.npz")
     info = checkpoint.read_state_info(tmp_path / "killed" / "checkpoint.npz")
-    assert info["config"]["estimator"] == ("pes" if "pes" in flags else "tbptt")
+    assert info["config"]["estimator"]["name"] == ("pes" if "pes" in flags else "tbptt")
 
 
 def test_meta_train_on_a_mixture_of_families(tmp_path):

@@ -2,7 +2,6 @@
 experiments/distill.py (a smaller network fitted to a teacher's step magnitudes)."""
 
 import copy
-import importlib.util
 import json
 import pathlib
 
@@ -12,19 +11,9 @@ import numpy as np
 import pytest
 
 import l2l_opt
+from experiments import distill, merge_suites
 
 ROOT = pathlib.Path(__file__).parent.parent
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-merge_suites = _load("merge_suites")
-distill = _load("distill")
 
 
 def _part(full, names, weights, do_no_harm):
@@ -68,7 +57,7 @@ def test_merging_refuses_parts_that_do_not_fit():
 
 def test_magnitudes_are_the_networks_own():
     """`distill.magnitudes` along inputs equals the magnitude head read from the state that
-    `lstm.apply_features` (the optimizer's own path) carries, step by step."""
+    `lstm_xla.apply_features` (the optimizer's own path) carries, step by step."""
     _, config = l2l_opt.pretrained.load("mixture")
     theta = jax.tree.map(
         lambda t: t + 0.3 * jax.random.normal(jax.random.key(1), t.shape), config.init(0)
@@ -77,10 +66,10 @@ def test_magnitudes_are_the_networks_own():
     feats = distill.features(g, 300, config)
     assert feats.shape == (6, config.num_inputs(), 5)
     got = distill.magnitudes(theta, config, feats)
-    state = l2l_opt.lstm.initial_state(config, 5)
+    state = l2l_opt.lstm_network.initial_state(config, 5)
     w, b = theta["magnitude"]["w"][:, 0], theta["magnitude"]["b"][0]
     for t in range(6):
-        _, state = l2l_opt.lstm.apply_features(theta, feats[t], state, config)
+        _, state = l2l_opt.lstm_xla.apply_features(theta, feats[t], state, config)
         np.testing.assert_allclose(got[t], w @ state[0].hidden + b, rtol=1e-5, atol=1e-6)
     # The progress inputs: told 300 steps, at step t (from 1) they are (1, t / 300).
     np.testing.assert_allclose(feats[:, 2:, 0], jnp.stack([jnp.ones(6), jnp.arange(1, 7) / 300], 1))

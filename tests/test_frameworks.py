@@ -112,7 +112,7 @@ def test_optax_multi_transform_on_some_parameters_only():
     state = tx.init(params)
     updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
     assert jax.tree.structure(updates) == jax.tree.structure(params)
-    lstm_state = state.inner_states["learned"].inner_state[0].lstm
+    lstm_state = optax.tree.get(state.inner_states["learned"].inner_state, "lstm")
     assert isinstance(lstm_state["embed"], optax.MaskedNode)  # no LSTM state for Adam's leaf
     hidden = l2l_opt.pretrained.load(l2l_opt.pretrained.DEFAULT)[1].hidden_size
     assert lstm_state["head"][0].hidden.shape == (hidden, 4)

@@ -1,5 +1,6 @@
 import functools
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import pytest
 import l2l_opt
 from l2l_opt import evaluate, meta_train, problems
 from l2l_opt.config import ConfigError
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.lstm_config import LSTMOptConfig
 
 from .conftest import TINY_NET
 
@@ -76,7 +77,6 @@ def test_meta_training_is_deterministic_given_the_key():
         ("meta_learning_rate", 0.0, "finite number > 0"),
         ("meta_learning_rate", float("inf"), "finite number > 0"),
         ("clip_norm", -1.0, "finite number > 0"),
-        ("second_order", "yes", "true or false"),
         ("remat", 1, "true or false"),
         ("max_nonfinite", 0, "> 0"),
         ("net", {"hidden_size": 3}, "not a registered architecture"),
@@ -84,8 +84,8 @@ def test_meta_training_is_deterministic_given_the_key():
         ("curriculum", ((5, 10, 100),), "must start at step 0"),
         ("curriculum", ((0, 30, 100),), "K > 0 dividing its horizon"),
         ("curriculum", ((0, 10),), "triples"),
-        ("estimator", "reinforce", "must be one of ['tbptt', 'pes']"),
-        ("pes_std", 0.0, "finite number > 0"),
+        ("estimator", "reinforce", "must be one of ['pes', 'tbptt']"),
+        ("estimator", 3, "must be a registered estimator's config or name"),
         ("meta_objective", "max", "must be one of"),
         ("param_scale", (2.0, 1.0), "0 < low <= high"),
         ("loss_scale", (0.0, 1.0), "0 < low <= high"),
@@ -98,9 +98,27 @@ def test_config_validation_names_field_value_and_rule(field, value, allowed):
     assert f"MetaTrainConfig.{field}={value!r}" in msg and allowed in msg
 
 
-def test_pes_needs_no_second_order():
-    with pytest.raises(ConfigError, match="needs estimator='tbptt'"):
-        l2l_opt.MetaTrainConfig(estimator="pes", second_order=True)
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: l2l_opt.estimators.PESConfig(std=0.0), "PESConfig.std=0.0 is invalid"),
+        (lambda: l2l_opt.estimators.TBPTTConfig(second_order="yes"), "second_order='yes'"),
+        (lambda: l2l_opt.MetaTrainConfig(estimator={"name": "pes", "sd": 1}), "['sd']"),
+    ],
+)
+def test_each_estimator_checks_its_own_config(make, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make()
+
+
+def test_configs_saved_with_the_estimator_settings_beside_it_convert():
+    """Before estimators had configs of their own, PES's std and truncated backprop's second
+    order were fields of `MetaTrainConfig`."""
+    old = {"estimator": "pes", "pes_std": 0.02, "second_order": False}
+    assert l2l_opt.MetaTrainConfig.from_dict(old).estimator == l2l_opt.estimators.PESConfig(0.02)
+    config = l2l_opt.MetaTrainConfig.from_dict({"estimator": "tbptt", "second_order": True})
+    assert config.estimator == l2l_opt.estimators.TBPTTConfig(second_order=True)
+    assert l2l_opt.MetaTrainConfig.from_dict(config.to_dict()) == config
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,14 @@ import optax
 import pytest
 
 import l2l_opt
-from l2l_opt import lstm
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt import lstm_network
+from l2l_opt.lstm_config import LSTMOptConfig
 
 from .conftest import TINY_NET
 
 
 def _scale_by_lstm(**kw):
-    return l2l_opt.scale_by_lstm(lstm.init_theta(jax.random.key(0), TINY_NET), TINY_NET)
+    return l2l_opt.scale_by_lstm(lstm_network.init_theta(jax.random.key(0), TINY_NET), TINY_NET)
 
 
 def _learned_opt_default(**kw):
@@ -22,7 +22,9 @@ def _learned_opt_default(**kw):
 
 
 def _learned_opt_dict(**kw):
-    return l2l_opt.learned_opt(lstm.init_theta(jax.random.key(1), TINY_NET), config=TINY_NET, **kw)
+    return l2l_opt.learned_opt(
+        lstm_network.init_theta(jax.random.key(1), TINY_NET), config=TINY_NET, **kw
+    )
 
 
 ADAM_NET = LSTMOptConfig(
@@ -31,7 +33,9 @@ ADAM_NET = LSTMOptConfig(
 
 
 def _learned_opt_adam_features(**kw):
-    return l2l_opt.learned_opt(lstm.init_theta(jax.random.key(2), ADAM_NET), config=ADAM_NET, **kw)
+    return l2l_opt.learned_opt(
+        lstm_network.init_theta(jax.random.key(2), ADAM_NET), config=ADAM_NET, **kw
+    )
 
 
 MLP_NET = l2l_opt.MLPOptConfig(hidden_size=8)
@@ -264,7 +268,7 @@ def test_adam_features_with_skip_start_as_adam():
     """With a zero head and skip (0, -1), the untrained optimizer is exactly Adam(scale)."""
     config = LSTMOptConfig(preprocessing="adam", skip_init=(0.0, -1.0), head_init="zeros",
                            output_scale=0.01)  # fmt: skip
-    tx = l2l_opt.learned_opt(lstm.init_theta(jax.random.key(0), config), config=config)
+    tx = l2l_opt.learned_opt(lstm_network.init_theta(jax.random.key(0), config), config=config)
     adam = optax.adam(0.01, eps=1e-8)
     params = nested_params()
     s1, s2 = tx.init(params), adam.init(params)

@@ -11,8 +11,8 @@ import optax
 import pytest
 
 import l2l_opt
-from l2l_opt import lstm, pallas_lstm
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt import lstm, lstm_network, pallas_lstm
+from l2l_opt.lstm_config import LSTMOptConfig
 
 from .conftest import TINY_NET
 
@@ -42,21 +42,22 @@ TILED += [
 
 def _inputs(config, n, state_dtype="float32"):
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(n), 3)
-    theta = lstm.init_theta(k_theta, config)
+    theta = lstm_network.init_theta(k_theta, config)
     theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
     feats = jax.random.normal(k_feats, (lstm.preprocessing.NUM_FEATURES[config.preprocessing], n))
     dtype = jnp.dtype(state_dtype)
     state = jax.tree.map(
-        lambda z: jax.random.normal(k_state, z.shape).astype(dtype), lstm.initial_state(config, n)
+        lambda z: jax.random.normal(k_state, z.shape).astype(dtype),
+        lstm_network.initial_state(config, n),
     )
     return theta, feats, state
 
 
 def _plain(theta, feats, state, config):
-    """The hk.LSTM network (`lstm.apply_reference`) in float32, the state cast back."""
+    """The hk.LSTM network (`lstm_network.apply_reference`) in float32, the state cast back."""
     dtypes = [a.dtype for a in jax.tree.leaves(state)]
     f32 = jax.tree.map(lambda a: a.astype(jnp.float32), state)
-    u, new = lstm.apply_reference(theta, feats, f32, config)
+    u, new = lstm_network.apply_reference(theta, feats, f32, config)
     leaves = [a.astype(d) for a, d in zip(jax.tree.leaves(new), dtypes, strict=True)]
     return u, jax.tree.unflatten(jax.tree.structure(new), leaves)
 
@@ -172,11 +173,11 @@ def test_kernel_choice_errors_name_the_problem(tiny_theta):
         l2l_opt.scale_by_lstm(tiny_theta, TINY_NET, kernel="triton")
     big = LSTMOptConfig(hidden_size=65)
     with pytest.raises(ValueError, match="hidden_size <= 64, not 65"):
-        l2l_opt.scale_by_lstm(lstm.init_theta(jax.random.key(0), big), big, kernel="pallas")
+        l2l_opt.scale_by_lstm(lstm_network.init_theta(jax.random.key(0), big), big, kernel="pallas")
     linear = LSTMOptConfig(num_layers=0)
     with pytest.raises(ValueError, match="num_layers=0"):
         l2l_opt.learned_opt(
-            lstm.init_theta(jax.random.key(0), linear), config=linear, kernel="pallas"
+            lstm_network.init_theta(jax.random.key(0), linear), config=linear, kernel="pallas"
         )
 
 

@@ -43,8 +43,8 @@ def test_the_mixture_weights_are_the_cheap_shape_trained_on_training_families_on
     # Steps are positive multiples of Adam's on an inverse-square-root decay, times a gain
     # per tensor adapted by hypergradient descent, leaking back above a threshold (so that a
     # weak drift cannot carry it to its bound on long runs).
-    assert config.gain_only and config.skip_init == (0.0, -1.0) and config.step_decay > 0
-    assert config.gain_adapt > 0 and config.gain_leak > 0 and config.gain_leak_above > 0
+    assert config.gain_only and config.skip_init == (0.0, -1.0) and config.schedule.decay > 0
+    assert config.gain.rate > 0 and config.gain.leak > 0 and config.gain.leak_above > 0
     # Distilled (experiments/distill.py) from a 1 x 4 teacher meta-trained by PES; both on
     # the suite's training families only, never on a held-out task.
     info = l2l_opt.checkpoint.read_weights_info(pretrained.path("mixture"))

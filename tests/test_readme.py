@@ -46,7 +46,7 @@ def test_results_pages_are_generated_from_the_json():
     """docs/results.md and the README's table are what experiments/results_doc.py writes
     from plots/*.json today."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "results_doc.py"), "--check"],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "experiments.results_doc", "--check"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,15 +1,9 @@
 """experiments/rosenbrock_basins.py: runs sorted by the valley they end in."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import optax
 
-PATH = pathlib.Path(__file__).parent.parent / "experiments" / "rosenbrock_basins.py"
-spec = importlib.util.spec_from_file_location("rosenbrock_basins", PATH)
-basins = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(basins)
+from experiments import rosenbrock_basins as basins
 
 
 def test_runs_that_do_not_move_stay_in_the_valley_of_their_start():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import l2l_opt
-from l2l_opt import evaluate, lstm, problems
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt import evaluate, lstm, lstm_network, lstm_xla, problems
+from l2l_opt.lstm_config import LSTMOptConfig
 
 from .conftest import TINY_NET, estimate
 
@@ -68,7 +68,7 @@ def test_bfloat16_state_stays_close_to_float32():
 
 def test_bfloat16_state_halves_state_memory():
     params = {"x": np.zeros(1000, np.float32)}
-    theta = lstm.init_theta(jax.random.key(0), LSTMOptConfig())
+    theta = lstm_network.init_theta(jax.random.key(0), LSTMOptConfig())
     size = lambda dtype: sum(
         a.nbytes
         for a in jax.tree.leaves(l2l_opt.learned_opt(theta, state_dtype=dtype).init(params))
@@ -89,15 +89,15 @@ def test_blocks_of_coordinates_give_the_same_step(n, config):
     another order); gradients 1e-5 relative, 1e-6 of the largest entry. n = 1000 stays in one
     piece (n <= 16 * 64); 1025 and 2049 end with an overlapping block; 1280 is 20 blocks."""
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(n), 3)
-    theta = lstm.init_theta(k_theta, config)
+    theta = lstm_network.init_theta(k_theta, config)
     theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
     feats = jax.random.normal(k_feats, (2, n))
     state = jax.tree.map(
-        lambda z: jax.random.normal(k_state, z.shape), lstm.initial_state(config, n)
+        lambda z: jax.random.normal(k_state, z.shape), lstm_network.initial_state(config, n)
     )
 
     def step(chunk, theta, feats, state):
-        return lstm.apply_features(theta, feats, state, config, chunk=chunk)
+        return lstm_xla.apply_features(theta, feats, state, config, chunk=chunk)
 
     plain = jax.jit(functools.partial(step, 0))(theta, feats, state)
     blocks = jax.jit(functools.partial(step, 64))(theta, feats, state)
@@ -126,19 +126,19 @@ def test_bfloat16_state_is_cast_block_by_block():
     values a rounding apart can round to neighbouring bfloat16 numbers)."""
     config, n = LSTMOptConfig(), 1280
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(0), 3)
-    theta = lstm.init_theta(k_theta, config)
+    theta = lstm_network.init_theta(k_theta, config)
     feats = jax.random.normal(k_feats, (2, n))
     state = jax.tree.map(
         lambda z: jax.random.normal(k_state, z.shape).astype(jnp.bfloat16),
-        lstm.initial_state(config, n),
+        lstm_network.initial_state(config, n),
     )
 
     def plain(theta, feats, state):
         f32 = jax.tree.map(lambda a: a.astype(jnp.float32), state)
-        u, new = lstm.apply_features(theta, feats, f32, config, chunk=0)
+        u, new = lstm_xla.apply_features(theta, feats, f32, config, chunk=0)
         return u, jax.tree.map(lambda a: a.astype(jnp.bfloat16), new)
 
-    blocks = functools.partial(lstm.apply_features, config=config, chunk=64)
+    blocks = functools.partial(lstm_xla.apply_features, config=config, chunk=64)
     (u_a, s_a), (u_b, s_b) = (
         jax.jit(plain)(theta, feats, state),
         jax.jit(blocks)(theta, feats, state),
@@ -172,14 +172,14 @@ def test_bfloat16_state_is_cast_block_by_block():
 
 def test_default_chunk_keeps_a_blocks_gates_the_same_size():
     """655,360 / 4H coordinates per block on CPU: 8,192 for the 2 x 20 network; none for
-    networks of at most `lstm.FUSED_MAX_HIDDEN` units (the shipped 1 x 2 one), whose gates
+    networks of at most `lstm_xla.FUSED_MAX_HIDDEN` units (the shipped 1 x 2 one), whose gates
     never go to memory, nor on other backends."""
     cpu = jax.default_backend() == "cpu"
     expected = {20: 8192 if cpu else 0, 10: 16384 if cpu else 0, 8: 0, 4: 0, 2: 0}
     for hidden, chunk in expected.items():
-        assert lstm.default_chunk(LSTMOptConfig(hidden_size=hidden)) == chunk
-    assert lstm.default_chunk() == expected[20]
-    assert lstm.default_chunk(l2l_opt.pretrained.load("mixture")[1]) == 0
+        assert lstm_xla.default_chunk(LSTMOptConfig(hidden_size=hidden)) == chunk
+    assert lstm_xla.default_chunk() == expected[20]
+    assert lstm_xla.default_chunk(l2l_opt.pretrained.load("mixture")[1]) == 0
 
 
 def test_learned_opt_uses_blocks_for_large_leaves_with_the_same_updates():
@@ -239,18 +239,18 @@ def test_coordinates_last_network_equals_the_haiku_lstm(config):
     also through the features (kept when second derivatives are), 1e-5 relative, 1e-6 of
     the largest entry."""
     k_theta, k_feats, k_state = jax.random.split(jax.random.PRNGKey(config.num_layers), 3)
-    theta = lstm.init_theta(k_theta, config)
+    theta = lstm_network.init_theta(k_theta, config)
     theta = jax.tree.map(lambda t: t + 0.1 * jax.random.normal(k_theta, t.shape), theta)
     n, f = 301, lstm.preprocessing.NUM_FEATURES[config.preprocessing]
     feats = jax.random.normal(k_feats, (f, n))
     state = jax.tree.map(
-        lambda z: jax.random.normal(k_state, z.shape), lstm.initial_state(config, n)
+        lambda z: jax.random.normal(k_state, z.shape), lstm_network.initial_state(config, n)
     )
     assert state[0].hidden.shape == (config.hidden_size, n)
 
     paths = {
-        "columns": functools.partial(lstm.apply_features, config=config),
-        "haiku": functools.partial(lstm.apply_reference, config=config),
+        "columns": functools.partial(lstm_xla.apply_features, config=config),
+        "haiku": functools.partial(lstm_network.apply_reference, config=config),
     }
     out = {k: jax.jit(p)(theta, feats, state) for k, p in paths.items()}
     for a, b in zip(*map(jax.tree.leaves, out.values()), strict=True):

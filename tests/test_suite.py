@@ -162,7 +162,7 @@ def test_the_default_does_no_harm_far_past_its_training_horizons():
 def test_the_default_does_no_harm_on_a_long_mlp_run():
     """The same check on the tanh MLP 784-20-20-10, where an unbounded drift of the gain
     blew up earlier defaults after a few thousand steps (the loss climbed from 0.007 near
-    step 1,000 to 1.55): `LSTMOptConfig.gain_leak` holds it."""
+    step 1,000 to 1.55): `GainConfig.leak` holds it."""
     problem = suites.tasks("default")["mnist_mlp_h20_d2_tanh"].problem
     result = suite.do_no_harm(problem, l2l_opt.learned_opt(), num_steps=10_000)
     assert result["finite"] and result["ok"], result

@@ -11,9 +11,11 @@ import optax
 import pytest
 
 import l2l_opt
-from l2l_opt import checkpoint, lstm, problems, tensor_lstm
+from l2l_opt import checkpoint, common, problems, tensor_lstm
+from l2l_opt.common import StepSchedule
 from l2l_opt.config import ConfigError
-from l2l_opt.lstm import LSTMOptConfig
+from l2l_opt.gain import GainConfig
+from l2l_opt.lstm_config import LSTMOptConfig
 
 SMALL = l2l_opt.TensorLSTMConfig(hidden_size=4, param_hidden_size=2)
 
@@ -57,7 +59,8 @@ def test_untrained_is_adam_with_the_hand_made_gain_of_the_lstm_prior():
     prior = LSTMOptConfig(
         num_layers=1, hidden_size=4, preprocessing="adam", skip_init=(0, -1),
         head_init="zeros", output_scale=0.03, progress_features=True, exp_mult=1,
-        step_decay=100, gain_only=True, gain_adapt=0.3, gain_leak=0.05, gain_leak_above=2,
+        gain_only=True, schedule=StepSchedule(decay=100),
+        gain=GainConfig(rate=0.3, leak=0.05, leak_above=2),
     )  # fmt: skip
     ours = config.opt(config.init(jax.random.key(0)))
     theirs = prior.opt(prior.init(jax.random.key(1)))
@@ -86,7 +89,7 @@ def test_warmup_scales_the_first_steps_by_t_over_w_and_then_not_at_all():
             np.testing.assert_allclose(a, min(1.0, t / 4) * b, rtol=1e-5, atol=1e-8)
     for a, b in zip(jax.tree.leaves(s_warm), jax.tree.leaves(s_plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5)
-    assert lstm.warmup_factor(jnp.asarray(2), 8.0) == 0.25
+    assert common.warmup_factor(jnp.asarray(2), 8.0) == 0.25
 
 
 def test_state_is_twelve_bytes_per_parameter_and_one_lstm_per_tensor():

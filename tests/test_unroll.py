@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import l2l_opt
-from l2l_opt import lstm, problems, unroll
+from l2l_opt import lstm_network, problems, unroll
 
 from .conftest import TINY_NET
 
@@ -16,7 +16,7 @@ HORIZONS = unroll.Horizons(None, 2 * K)
 
 
 def _setup(problem, key=0):
-    theta = lstm.init_theta(jax.random.key(key), TINY_NET)
+    theta = lstm_network.init_theta(jax.random.key(key), TINY_NET)
     state = unroll.init_unroll_state(
         problem, TINY_NET, jax.random.PRNGKey(key + 1), HORIZONS, num_steps=K
     )

@@ -1,63 +1,35 @@
-"""Meta-gradient estimators over truncated unrolls: truncated backprop and PES, siblings
-over one `l2l_opt.unroll.Truncation`."""
+"""Persistent evolution strategies (Vicol et al. 2021), antithetic, forward passes only."""
 
 import dataclasses
-from typing import Any, NamedTuple, Protocol
+from typing import ClassVar, NamedTuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from l2l_opt.config import check_positive_float
+from l2l_opt.estimators import base
 from l2l_opt.unroll import Truncation, UnrollState
 
-ESTIMATORS = ("tbptt", "pes")
 
+@base.register
+@dataclasses.dataclass(frozen=True)
+class PESConfig:
+    """PES's settings.
 
-class GradientEstimator(Protocol):
-    """What the outer update needs of an estimator.
-
-    Its per-task state (optimizees in flight, and whatever it accumulates) is a pytree of
-    arrays that lives in `l2l_opt.MetaTrainState.tasks`, so that resuming a run is exact.
+    Attributes:
+      std: sigma, the perturbations' standard deviation.
     """
 
-    truncation: Truncation
+    std: float = 0.01
 
-    def init(self, key: jax.Array, theta: hk.Params) -> Any:
-        """A fresh per-task state."""
+    name: ClassVar[str] = "pes"
 
-    def estimate(
-        self, theta: hk.Params, state: Any, data: tuple[Any, ...], key: jax.Array
-    ) -> tuple[jax.Array, hk.Params, Any]:
-        """``(meta-loss, meta-gradient estimate, new state)`` for one truncation."""
+    def __post_init__(self):
+        check_positive_float(self, "std")
 
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TruncatedBackprop:
-    r"""Truncated backpropagation through time (Andrychowicz et al. 2016).
-
-    .. math::
-      \hat g = \nabla_\theta \textstyle\sum_m w_m \operatorname{mean}_{i \in m}
-      L_i(\theta; s_i)
-
-    the exact gradient of the truncation's meta-loss from where each task stands, blind to
-    the truncation's effect on later ones (short-horizon bias).
-    """
-
-    truncation: Truncation
-
-    def init(self, key: jax.Array, theta: hk.Params) -> tuple[UnrollState, ...]:
-        del theta
-        return self.truncation.init(key)
-
-    def estimate(self, theta, state, data, key):
-        del key
-
-        def total(theta):
-            losses, new_state = self.truncation.unroll(theta, state, data)
-            return self.truncation.weighted_mean(losses), new_state
-
-        (loss, new_state), grads = jax.value_and_grad(total, has_aux=True)(theta)
-        return loss, grads, new_state
+    def make(self, truncation: Truncation) -> "PES":
+        return PES(truncation, self.std)
 
 
 class PESState(NamedTuple):
@@ -133,12 +105,3 @@ class PES:
 def _leading(v_N: jax.Array, like: jax.Array) -> jax.Array:
     """`v_N` shaped to broadcast along the leading axis of `like`."""
     return jnp.reshape(v_N, (-1,) + (1,) * (like.ndim - 1))
-
-
-def make(name: str, truncation: Truncation, *, pes_std: float = 0.01) -> GradientEstimator:
-    """The estimator `name` (one of `ESTIMATORS`) over `truncation`."""
-    if name == "tbptt":
-        return TruncatedBackprop(truncation)
-    if name == "pes":
-        return PES(truncation, pes_std)
-    raise ValueError(f"estimator={name!r} is invalid: must be one of {list(ESTIMATORS)}")

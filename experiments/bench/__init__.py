@@ -1,0 +1,1 @@
+"""The naive reference the benchmark measures against."""
