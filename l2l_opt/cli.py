@@ -156,6 +156,8 @@ def translate_old_flags(rest: list[str]) -> list[str]:
         name, eq, text = token[2:].partition("=") if token.startswith("--") else ("", "", "")
         field = name.replace("-", "_")
         negated = field.startswith("no_") and field[3:] in old and old[field[3:]][1] is None
+        if field in gain.RETIRED:
+            raise UsageError(f"{token}: retired (no shipped weights used it; see docs/cli.md)")
         if field not in old and not negated:
             raise UsageError(f"unrecognized argument {token!r} (see l2l-opt meta-train --help)")
         key, parse = old[field[3:] if negated else field]

@@ -9,6 +9,12 @@ from l2l_opt.lstm_config import LSTMOptConfig
 TINY_NET = LSTMOptConfig(num_layers=1, hidden_size=4)
 
 
+def slow(*values, **kwargs):
+    """A parameter set of the full tier only (`make test-all`): the big end of a matrix whose
+    small end `make test` runs."""
+    return pytest.param(*values, marks=pytest.mark.slow, **kwargs)
+
+
 def quadratic():
     from l2l_opt import problems  # noqa: PLC0415 (the suite, only where a test needs it)
 

@@ -14,6 +14,7 @@ from l2l_opt import checkpoint, cli
 from .cli_util import TINY, assert_same_weights, kill_at_random_points, l2l, resume_to_the_end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags",
     [

@@ -14,7 +14,7 @@ import l2l_opt
 from l2l_opt import lstm, lstm_network, pallas_lstm
 from l2l_opt.lstm_config import LSTMOptConfig
 
-from .conftest import TINY_NET
+from .conftest import TINY_NET, slow
 
 CONFIGS = [
     # (config, coordinates, state dtype): partial last blocks, H not a power of two, 1 to 3
@@ -32,11 +32,16 @@ Tiling = pallas_lstm.Tiling
 # Every configuration with the default tiling and with every option on; the options on their
 # own on the first configuration, and the rational tanh on the 3-layer one.
 ALL_ON = Tiling(64, 4, transposed=True, tanh_sigmoid=True, rational_tanh=True)
-TILED = [(*c, None) for c in CONFIGS] + [(*c, ALL_ON) for c in CONFIGS]
+# `make test` runs two of them (the default tiling and every option on, each on one
+# configuration); `make test-all` every one.
+TILED = [(*CONFIGS[0], None), (*CONFIGS[1], ALL_ON)]
+TILED += [slow(*c, None) for c in CONFIGS[1:]] + [
+    slow(*c, ALL_ON) for c in CONFIGS if c != CONFIGS[1]
+]
 TILED += [
-    (*CONFIGS[0], Tiling(128, 8, transposed=True, tanh_sigmoid=False)),
-    (*CONFIGS[0], Tiling(64, 4, transposed=False, tanh_sigmoid=False)),
-    (*CONFIGS[2], Tiling(64, 4, transposed=False, tanh_sigmoid=True, rational_tanh=True)),
+    slow(*CONFIGS[0], Tiling(128, 8, transposed=True, tanh_sigmoid=False)),
+    slow(*CONFIGS[0], Tiling(64, 4, transposed=False, tanh_sigmoid=False)),
+    slow(*CONFIGS[2], Tiling(64, 4, transposed=False, tanh_sigmoid=True, rational_tanh=True)),
 ]
 
 
