@@ -128,6 +128,11 @@ def scale_by_gain(
     r"""Multiplies each tensor's step of `base` by a gain :math:`e^{\ell}` of its own
     (`GainConfig`), as `optax.contrib.mechanize` wraps a base optimizer.
 
+    .. math::
+      d_t = \mathrm{base}(g_t), \quad
+      \ell_t = \mathrm{clip}(\ell_{t-1} - \beta w_t \cos(g_t, d_{t-1}) - \ldots, B_t, M),
+      \quad u_t = e^{\ell_t} d_t
+
     Args:
       base: the transformation whose steps are scaled (its updates are added to params).
       config: the controller.
@@ -137,6 +142,17 @@ def scale_by_gain(
 
     Returns:
       A `GradientTransformationExtraArgs` whose state is a `GainState`.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, l2l_opt
+      >>> tx = l2l_opt.scale_by_gain(optax.sgd(0.1), l2l_opt.GainConfig(rate=0.3))
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> updates["w"].tolist()  # the first step: no last step yet, a gain of 1
+      [-0.10000000149011612, -0.10000000149011612, -0.10000000149011612]
+
+    References:
+      Baydin et al., 2018: https://arxiv.org/abs/1703.04782
     """
     base = optax.with_extra_args_support(base)
     num_release = int(bool(config.min_release))

@@ -9,6 +9,30 @@ from l2l_opt.lstm_config import LSTMOptConfig
 TINY_NET = LSTMOptConfig(num_layers=1, hidden_size=4)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Marks the tests of `tiers.FULL_TIER_ONLY` slow; a name there that matches no test of a
+    collected file is an error, so that a renamed test cannot drift into the fast tier."""
+    from .tiers import FULL_TIER_ONLY  # noqa: PLC0415 (a data table, read at collection)
+
+    names = {}
+    for item in items:
+        path, _, name = item.nodeid.partition("::")
+        names.setdefault(path.removeprefix("tests/"), set()).add(name)
+        if name in FULL_TIER_ONLY.get(path.removeprefix("tests/"), ()):
+            item.add_marker(pytest.mark.slow)
+    missing = [
+        f"{path}::{name}"
+        for path, listed in FULL_TIER_ONLY.items()
+        if path in names
+        for name in listed
+        if name not in names[path]
+    ]
+    # Only where whole files were collected (not with -k or a test's node id).
+    whole_files = not config.option.keyword and not any("::" in a for a in config.args)
+    if missing and whole_files:
+        raise pytest.UsageError(f"tests/tiers.py names tests that do not exist: {missing}")
+
+
 def slow(*values, **kwargs):
     """A parameter set of the full tier only (`make test-all`): the big end of a matrix whose
     small end `make test` runs."""
