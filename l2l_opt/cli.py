@@ -216,8 +216,15 @@ def config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[s
             continue
         if key == "curriculum" and isinstance(value, str):
             value = _stages(value)
+        current = tree.get("estimator")
+        if key == "estimator" and isinstance(current, dict) and current.get("name") == value:
+            continue  # the same estimator: its fields from the config file stay
+        if key.startswith("estimator.") and isinstance(current, str):
+            tree["estimator"] = {"name": tree["estimator"]}  # a name, then its fields
         set_dotted(tree, key, value)
-        given.update(flatten({key: value}))
+        # An estimator's name is saved as estimator.name (`estimators.to_dict`).
+        named = key == "estimator" and isinstance(value, str)
+        given.update(flatten({"estimator.name": value} if named else {key: value}))
     if isinstance(tree.get("estimator"), dict) and "name" not in tree["estimator"]:
         tree["estimator"] = {"name": "tbptt", **tree["estimator"]}
     train_names = {f.name for f in dataclasses.fields(MetaTrainConfig)} | {"architecture"}

@@ -120,11 +120,11 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Sets dotted `key` (``net.gain.rate``) in nested dicts `tree`."""
+    """Sets dotted `key` (``net.gain.rate``) in nested dicts `tree`, making a dict of each
+    part on the way that is not one (``net.gain`` None: no controller yet)."""
     *path, last = key.split(".")
     for part in path:
-        node = tree.get(part)
-        if node is None or not isinstance(node, dict):
-            node = tree[part] = {} if node is None or not hasattr(node, "to_dict") else node
-        tree = node
+        if not isinstance(tree.get(part), dict):
+            tree[part] = {}
+        tree = tree[part]
     tree[last] = value

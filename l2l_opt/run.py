@@ -226,7 +226,8 @@ def _plain(v):
 
 def _clash_detail(clash: dict[str, tuple[Any, Any]], owner: str) -> str:
     """``--set key=given (<owner> saved)`` for each ``key: (given, saved)``."""
-    flag = lambda k: "--architecture" if k == "architecture" else f"--set {k}"
+    flags = {"architecture": "--architecture", "estimator.name": "--estimator"}
+    flag = lambda k: flags.get(k, f"--set {k}")
     return ", ".join(f"{flag(k)}={a!r} ({owner} {b!r})" for k, (a, b) in clash.items())
 
 

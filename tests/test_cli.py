@@ -250,8 +250,9 @@ def test_meta_train_reads_a_config_file_then_the_set_options(tmp_path):
         '[net]\nnum_layers = 1\nhidden_size = 2\n[estimator]\nname = "pes"\n'
     )  # fmt: skip
     proc = l2l(
-        "meta-train", "--config", tmp_path / "r.toml", "--set", "estimator.std=0.02",
-        "--set", "num_tasks=4", "--horizon", "20", "--outer-steps", "1", "--out", tmp_path / "a",
+        "meta-train", "--config", tmp_path / "r.toml", "--estimator", "pes",
+        "--set", "estimator.std=0.02", "--set", "num_tasks=4", "--horizon", "20",
+        "--outer-steps", "1", "--out", tmp_path / "a",
     )  # fmt: skip
     assert "--horizon is read as --set horizon=20" in proc.stderr
     config = checkpoint.read_state_info(tmp_path / "a" / "checkpoint.npz")["config"]
@@ -270,3 +271,12 @@ def test_meta_train_reads_a_config_file_then_the_set_options(tmp_path):
 def test_meta_train_help_fits_on_a_screen():
     proc = l2l("meta-train", "--help", check=False)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) <= 45
+
+
+def test_resume_takes_the_same_estimator_and_refuses_another(tmp_path):
+    run = ["meta-train", "--estimator", "pes", *TINY, "--out", tmp_path]
+    l2l(*run, "--outer-steps", "1")
+    l2l(*run, "--outer-steps", "2", "--resume")
+    other = [a if a != "pes" else "tbptt" for a in run]
+    bad = l2l(*other, "--outer-steps", "3", "--resume", check=False)
+    assert bad.returncode == 2 and "--estimator='tbptt' (run has 'pes')" in bad.stderr
