@@ -48,14 +48,7 @@ def check_kernel(kernel: str, config: LSTMOptConfig) -> None:
 
 
 def scale_by_lstm(
-    theta: hk.Params,
-    config: LSTMOptConfig,
-    *,
-    kernel: str = "xla",
-    state_dtype: str = "float32",
-    chunk: int | None = None,
-    tiling: Any = None,
-    num_steps: Any = None,
+    theta: hk.Params, config: LSTMOptConfig, **options: Any
 ) -> optax.GradientTransformationExtraArgs:
     r"""The learned optimizer's step: the network's, on its schedule, under its controller.
 
@@ -71,12 +64,9 @@ def scale_by_lstm(
     Args:
       theta: the network's meta-parameters (`LSTMOptConfig.init` or a weights file).
       config: the architecture (`l2l_opt.LSTMOptConfig`).
-      kernel: ``"xla"`` (default) or ``"pallas"`` (`scale_by_lstm_network`).
-      state_dtype: ``"float32"`` or ``"bfloat16"`` (`scale_by_lstm_network`).
-      chunk: coordinates per block of the XLA path (`scale_by_lstm_network`).
-      tiling: the Pallas kernel's `l2l_opt.pallas_lstm.Tiling`; None for its default.
-      num_steps: the run's horizon T, for a config with `progress_features` (None or a
-        value <= 0: not given); an error for a config without them.
+      **options: `scale_by_lstm_network`'s keyword options: ``kernel``, ``state_dtype``,
+        ``chunk``, ``tiling`` (how, not what, the network computes) and ``num_steps``, the
+        run's horizon T for a config with `progress_features`.
 
     Returns:
       A `GradientTransformationExtraArgs`; its update accepts and ignores ``value=`` and
@@ -94,9 +84,6 @@ def scale_by_lstm(
     References:
       Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
     """
-    options = dict(
-        kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling, num_steps=num_steps
-    )
     if config.groups():
         check_theta(theta, config)
         inner = config.unpartitioned()
