@@ -111,3 +111,28 @@ def step_schedule(decay: float = 0.0, warmup: float = 0.0) -> optax.Schedule | N
         return factor
 
     return schedule
+
+
+def check_real(tree: Any, where: str) -> None:
+    """Raises ValueError naming the first complex leaf of `tree`: the learned optimizers take
+    real parameters (a complex one can be optimized as two real leaves, its parts)."""
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.iscomplexobj(x):
+            raise ValueError(
+                f"{where}: the leaf {jax.tree_util.keystr(path)} is complex ({jnp.result_type(x)});"
+                " the learned optimizer takes real parameters only: optimize a complex "
+                "parameter's real and imaginary parts as two real leaves"
+            )
+
+
+def check_sizes(updates: Any, sizes: list, where: str) -> None:
+    """Raises ValueError naming the first leaf of `updates` whose number of entries is not the
+    one `init` saw (`sizes`, in leaf order; None where the state does not tell)."""
+    leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
+    for (path, g), n in zip(leaves, sizes, strict=True):
+        if n is not None and jnp.size(g) != n:
+            raise ValueError(
+                f"{where}: the leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(g)} "
+                f"({jnp.size(g)} entries), but init saw {n} entries there; call init on the "
+                "parameters that update will see"
+            )

@@ -174,10 +174,11 @@ def scale_by_gain(
     gain_like = (0, 0) + (0,) * config.num_stats()
 
     def update_fn(updates, state, params=None, **extra_args):
-        steps, base_state = base.update(updates, state.base, params, **extra_args)
-        count = optax.safe_increment(state.count)
         leaves, treedef = jax.tree.flatten(updates)
         leaf_gains = [restore(x, gain_like) for x in treedef.flatten_up_to(state.gain)]
+        common.check_sizes(updates, [gd[1].shape[0] for gd in leaf_gains], "scale_by_gain update")
+        steps, base_state = base.update(updates, state.base, params, **extra_args)
+        count = optax.safe_increment(state.count)
         leaf_moments = [None] * len(leaves)
         if config.needs_moments():
             leaf_moments = [restore(m, (0, 0)) for m in treedef.flatten_up_to(_moments(base_state))]

@@ -155,6 +155,8 @@ def scale_by_lstm_network(
     pallas = pallas_module() if kernel == "pallas" else None
 
     def init_fn(params):
+        common.check_real(params, "learned optimizer init")
+
         def leaf_state(p):
             dtype = common.compute_dtype(jnp.result_type(p))
             if state_dtype == "bfloat16":
@@ -183,6 +185,12 @@ def scale_by_lstm_network(
         leaves, treedef = jax.tree.flatten(updates)
         leaf_states = [restore(s, layers_like) for s in treedef.flatten_up_to(state.lstm)]
         leaf_moments = [restore(m, moments_like) for m in treedef.flatten_up_to(state.moments)]
+        common.check_real(updates, "learned optimizer update")
+        sizes = [
+            s[0].hidden.shape[-1] if s else (mv[0].shape[0] if mv else None)
+            for s, mv in zip(leaf_states, leaf_moments, strict=True)
+        ]
+        common.check_sizes(updates, sizes, "learned optimizer update")
         new_updates, new_states, new_moments, folded = [], [], [], {}
         for g, s, mv in zip(leaves, leaf_states, leaf_moments, strict=True):
             g_N = jnp.reshape(g, (-1,)).astype(common.compute_dtype(g.dtype))

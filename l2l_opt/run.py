@@ -90,7 +90,10 @@ def meta_train(
     ckpt = os.path.join(out, CHECKPOINT)
     info = dict(info or {}, seed=seed)
     if os.path.exists(ckpt) and not resume:
-        raise RunError(f"{out} already holds a run ({ckpt}); pass --resume or another --out")
+        raise RunError(
+            f"{out} already holds a run ({ckpt}); continue it with resume=True (on the command "
+            "line: --resume), or choose another output directory (--out)"
+        )
     if resume and os.path.isdir(out):
         for path in (ckpt, os.path.join(out, WEIGHTS)):
             for name in checkpoint.remove_stale_temp_files(path):
@@ -184,7 +187,7 @@ def meta_train(
             if out_of_time and step < outer_steps:
                 log_status(
                     f"time budget of {time_budget:g} s reached at outer step {step}; "
-                    "run again with --resume to go on"
+                    "run again with resume=True (--resume) to go on"
                 )
                 break
     bar.close()

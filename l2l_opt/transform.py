@@ -4,6 +4,9 @@ import os
 from typing import Any
 
 import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from l2l_opt import architecture, checkpoint, pretrained
@@ -78,7 +81,8 @@ def learned_opt(
       state_dtype: runtime option of the LSTM: ``"float32"`` or ``"bfloat16"``.
       chunk: runtime option of the LSTM: coordinates per block of the XLA path.
       tiling: runtime option of the LSTM: the Pallas kernel's tiling.
-      num_steps: the training run's length, for weights with training-progress inputs
+      num_steps: None, or the training run's length (an integer >= 1), for weights with
+        training-progress inputs
         (`LSTMOptConfig.progress_features`), which can then follow a learned schedule; they
         also run without it.
 
@@ -100,6 +104,24 @@ def learned_opt(
     References:
       Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
     """
+    # An integer array of no dimensions is let through: `optax.inject_hyperparams` passes
+    # numbers as (possibly traced) arrays.
+    array = isinstance(num_steps, jax.Array | np.ndarray) and np.ndim(num_steps) == 0
+    if array and not jnp.issubdtype(num_steps.dtype, jnp.integer):
+        array = False
+    if (
+        not array
+        and num_steps is not None
+        and (
+            isinstance(num_steps, bool)
+            or not isinstance(num_steps, int | np.integer)
+            or num_steps < 1
+        )
+    ):
+        raise ValueError(
+            f"num_steps={num_steps!r} is invalid: must be None (the run's length not given) "
+            "or an integer >= 1"
+        )
     theta, config = resolve_weights(theta, config)
     given = dict(
         kernel=kernel, state_dtype=state_dtype, chunk=chunk, tiling=tiling, num_steps=num_steps

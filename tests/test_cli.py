@@ -96,7 +96,7 @@ def test_init_weights_starts_from_those_weights_with_their_network(reference_run
 
 def test_existing_run_without_resume_is_refused(reference_run):
     proc = l2l("meta-train", "--outer-steps", "40", "--out", str(reference_run), *TINY, check=False)
-    assert proc.returncode == 2 and "pass --resume" in proc.stderr
+    assert proc.returncode == 2 and "resume=True (on the command line: --resume)" in proc.stderr
 
 
 def test_resume_with_other_settings_is_refused(reference_run):
