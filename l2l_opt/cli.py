@@ -204,6 +204,8 @@ def config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[s
     """The run's config (defaults, then `--config`, then the flags, then each `--set`), and
     the settings the user gave explicitly, as ``{dotted key: value}``."""
     tree = read_config_file(args.config) if args.config else {}
+    if isinstance(tree.get("estimator"), str):  # a name, saved as estimator.name
+        tree["estimator"] = {"name": tree["estimator"]}
     given = flatten(tree)
     sets = [("architecture", args.architecture), ("estimator", args.estimator)]
     for item in [*(args.old_sets or []), *(args.set or [])]:
