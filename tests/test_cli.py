@@ -280,3 +280,11 @@ def test_resume_takes_the_same_estimator_and_refuses_another(tmp_path):
     other = [a if a != "pes" else "tbptt" for a in run]
     bad = l2l(*other, "--outer-steps", "3", "--resume", check=False)
     assert bad.returncode == 2 and "--estimator='tbptt' (run has 'pes')" in bad.stderr
+
+
+def test_resume_with_an_estimator_named_in_the_config_file(tmp_path):
+    (tmp_path / "c.toml").write_text('estimator = "pes"\nnum_tasks = 2\n')
+    run = ["meta-train", "--config", tmp_path / "c.toml", *TINY[2:], "--out", tmp_path / "r"]
+    l2l(*run, "--outer-steps", "1")
+    proc = l2l(*run, "--outer-steps", "2", "--resume")
+    assert "resuming" in proc.stderr
