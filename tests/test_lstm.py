@@ -123,8 +123,12 @@ def test_progress_features_are_fed_only_when_the_horizon_is_given():
 
     without, short, long = first_update(), first_update(num_steps=2), first_update(num_steps=1000)
     assert not jnp.allclose(without, short) and not jnp.allclose(short, long)
-    # Not given, and given as 0 ("not told", as in meta-training), are the same.
-    assert jnp.array_equal(without, first_update(num_steps=0))
+    # Not given, and given as 0 ("not told", as meta-training passes it to the architecture),
+    # are the same; `learned_opt`, the users' entry, refuses 0.
+    untold = PROGRESS_NET.opt(theta, num_steps=0)
+    assert jnp.array_equal(without, untold.update(g, untold.init(params), params)[0]["w"])
+    with pytest.raises(ValueError, match="num_steps=0 is invalid"):
+        first_update(num_steps=0)
     l2l_opt.learned_opt(num_steps=100)  # the default weights take progress inputs
     with pytest.raises(ValueError, match="take no training-progress inputs"):
         l2l_opt.learned_opt("mnist", num_steps=100)
