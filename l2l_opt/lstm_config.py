@@ -218,10 +218,10 @@ class LSTMOptConfig:
         if not isinstance(d, dict):
             return from_dict(cls, d)
         d = {k: v for k, v in d.items() if k != "state_dtype"}
-        if any(k in d for k in (*gain.FLAT_FIELDS, "step_decay", "warmup")):
+        old = (*gain.FLAT_FIELDS, "step_decay", "warmup")
+        if any(k in d for k in old):
             flat = d
-            d = {k: v for k, v in flat.items() if k not in (*gain.FLAT_FIELDS, "step_decay")}
-            d.pop("warmup", None)
+            d = {k: v for k, v in flat.items() if k not in old}
             d["schedule"] = StepSchedule(flat.get("step_decay", 0.0), flat.get("warmup", 0.0))
             d["gain"] = gain.from_flat(flat)
         return from_dict(cls, d)

@@ -104,20 +104,7 @@ def learned_opt(
     References:
       Andrychowicz et al., 2016: https://arxiv.org/abs/1606.04474
     """
-    # An integer array of no dimensions is let through: `optax.inject_hyperparams` passes
-    # numbers as (possibly traced) arrays.
-    array = isinstance(num_steps, jax.Array | np.ndarray) and np.ndim(num_steps) == 0
-    if array and not jnp.issubdtype(num_steps.dtype, jnp.integer):
-        array = False
-    if (
-        not array
-        and num_steps is not None
-        and (
-            isinstance(num_steps, bool)
-            or not isinstance(num_steps, int | np.integer)
-            or num_steps < 1
-        )
-    ):
+    if num_steps is not None and not _is_horizon(num_steps):
         raise ValueError(
             f"num_steps={num_steps!r} is invalid: must be None (the run's length not given) "
             "or an integer >= 1"
@@ -139,3 +126,12 @@ def learned_opt(
             f"(it takes: {', '.join(config.runtime_options()) or 'none'})"
         )
     return config.opt(theta, learning_rate=learning_rate, **options)
+
+
+def _is_horizon(num_steps: Any) -> bool:
+    """An integer >= 1, or an integer array of no dimensions (`optax.inject_hyperparams`
+    passes numbers as possibly traced arrays, whose value cannot be checked)."""
+    if isinstance(num_steps, jax.Array | np.ndarray):
+        return np.ndim(num_steps) == 0 and jnp.issubdtype(num_steps.dtype, jnp.integer)
+    integer = isinstance(num_steps, int | np.integer) and not isinstance(num_steps, bool)
+    return integer and num_steps >= 1
