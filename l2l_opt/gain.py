@@ -14,7 +14,7 @@ from l2l_opt.config import (
     check_unit_interval,
     from_dict,
 )
-from l2l_opt.structure import restore
+from l2l_opt.structure import by_field, per_leaf
 
 # Bound of each tensor's log-gain: gains within e^(+-6).
 MAX_LOG_GAIN = 6.0
@@ -115,7 +115,9 @@ class GainState(NamedTuple):
 
     base: optax.OptState  # the wrapped transformation's state
     count: jax.Array  # shape=(), dtype=int32
-    gain: optax.Updates  # per leaf: (log-gain [], last step d [leaf.size], *stats [])
+    # (log-gain, last step d, *stats): per field, a tree like the params' of per-leaf arrays
+    # ([], [leaf.size], [] ...; see `l2l_opt.structure`).
+    gain: tuple[optax.Updates, ...]
 
 
 def scale_by_gain(
@@ -158,6 +160,8 @@ def scale_by_gain(
     num_release = int(bool(config.min_release))
     num_snr = 2 * int(bool(config.snr))
 
+    gain_like = (0, 0) + (0,) * config.num_stats()
+
     def init_fn(params):
         def leaf_gain(p):
             dtype = common.compute_dtype(jnp.result_type(p))
@@ -165,23 +169,22 @@ def scale_by_gain(
             # One buffer each, so that the state can be donated.
             return gain + tuple(jnp.zeros([], dtype) for _ in range(config.num_stats()))
 
+        leaves, treedef = jax.tree.flatten(params)
         return GainState(
             base=base.init(params),
             count=jnp.zeros([], jnp.int32),
-            gain=jax.tree.map(leaf_gain, params),
+            gain=by_field([leaf_gain(p) for p in leaves], treedef, gain_like),
         )
-
-    gain_like = (0, 0) + (0,) * config.num_stats()
 
     def update_fn(updates, state, params=None, **extra_args):
         leaves, treedef = jax.tree.flatten(updates)
-        leaf_gains = [restore(x, gain_like) for x in treedef.flatten_up_to(state.gain)]
+        leaf_gains = per_leaf(state.gain, treedef, gain_like)
         common.check_sizes(updates, [gd[1].shape[0] for gd in leaf_gains], "scale_by_gain update")
         steps, base_state = base.update(updates, state.base, params, **extra_args)
         count = optax.safe_increment(state.count)
         leaf_moments = [None] * len(leaves)
         if config.needs_moments():
-            leaf_moments = [restore(m, (0, 0)) for m in treedef.flatten_up_to(_moments(base_state))]
+            leaf_moments = per_leaf(_moments(base_state), treedef, (0, 0))
         new_steps, new_gains = [], []
         for g, u, gd, mv in zip(
             leaves, treedef.flatten_up_to(steps), leaf_gains, leaf_moments, strict=True
@@ -211,9 +214,10 @@ def scale_by_gain(
             else:
                 u_N = u_N * jnp.exp(log_gain)
             new_steps.append(jnp.reshape(u_N, jnp.shape(g)).astype(u.dtype))
-        # The base casts its own state; frameworks that rebuild pytrees (Flax NNX) may hand
-        # back `state.base` in another structure than the base returns.
-        gains = optax.tree.cast_like(treedef.unflatten(new_gains), treedef.unflatten(leaf_gains))
+        # The base casts its own state.
+        gains = optax.tree.cast_like(
+            by_field(new_gains, treedef, gain_like), by_field(leaf_gains, treedef, gain_like)
+        )
         count = count.astype(jnp.asarray(state.count).dtype)
         return treedef.unflatten(new_steps), GainState(base_state, count, gains)
 

@@ -12,7 +12,7 @@ import optax
 
 from l2l_opt import common, gain, lstm_xla, preprocessing
 from l2l_opt.lstm_network import check_theta, fold_global, initial_state
-from l2l_opt.structure import restore
+from l2l_opt.structure import by_field, per_leaf
 
 if TYPE_CHECKING:
     from l2l_opt.lstm_config import LSTMOptConfig
@@ -24,8 +24,9 @@ KERNELS = ("xla", "pallas")
 class LearnedOptState(NamedTuple):
     """State of `scale_by_lstm_network`."""
 
-    lstm: optax.Updates  # per leaf: tuple of hk.LSTMState([H, leaf.size]) per layer
-    moments: optax.Updates  # per leaf: (m, v) [leaf.size] for "adam" features, else ()
+    # Per field, a tree like the params' of per-leaf arrays (see `l2l_opt.structure`):
+    lstm: tuple[hk.LSTMState, ...]  # per layer: (h, c) [H, leaf.size]
+    moments: tuple[optax.Updates, ...]  # (m, v) [leaf.size] for "adam" features, else ()
     count: jax.Array  # shape=(), dtype=int32
 
 
@@ -154,6 +155,10 @@ def scale_by_lstm_network(
     use_moments = config.preprocessing == "adam"
     pallas = pallas_module() if kernel == "pallas" else None
 
+    # Per leaf, the structure of its state (see `l2l_opt.structure`).
+    layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
+    moments_like = (0, 0) if use_moments else ()
+
     def init_fn(params):
         common.check_real(params, "learned optimizer init")
 
@@ -169,22 +174,19 @@ def scale_by_lstm_network(
             z = lambda: jnp.zeros((jnp.size(p),), common.compute_dtype(jnp.result_type(p)))
             return (z(), z())  # two buffers, so that the state can be donated
 
+        leaves, treedef = jax.tree.flatten(params)
         return LearnedOptState(
-            lstm=jax.tree.map(leaf_state, params),
-            moments=jax.tree.map(leaf_moments, params),
+            lstm=by_field([leaf_state(p) for p in leaves], treedef, layers_like),
+            moments=by_field([leaf_moments(p) for p in leaves], treedef, moments_like),
             count=jnp.zeros([], jnp.int32),
         )
-
-    # Per leaf, the structure of its state (see `structure.restore`).
-    layers_like = tuple(hk.LSTMState(0, 0) for _ in range(config.num_layers))
-    moments_like = (0, 0) if use_moments else ()
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
         count = optax.safe_increment(state.count)
         leaves, treedef = jax.tree.flatten(updates)
-        leaf_states = [restore(s, layers_like) for s in treedef.flatten_up_to(state.lstm)]
-        leaf_moments = [restore(m, moments_like) for m in treedef.flatten_up_to(state.moments)]
+        leaf_states = per_leaf(state.lstm, treedef, layers_like)
+        leaf_moments = per_leaf(state.moments, treedef, moments_like)
         common.check_real(updates, "learned optimizer update")
         sizes = [
             s[0].hidden.shape[-1] if s else (mv[0].shape[0] if mv else None)
@@ -214,11 +216,13 @@ def scale_by_lstm_network(
             new_states.append(new_s)
             new_moments.append(mv)
         old_state = LearnedOptState(
-            treedef.unflatten(leaf_states), treedef.unflatten(leaf_moments), state.count
+            by_field(leaf_states, treedef, layers_like),
+            by_field(leaf_moments, treedef, moments_like),
+            state.count,
         )
         new_state = LearnedOptState(
-            lstm=treedef.unflatten(new_states),
-            moments=treedef.unflatten(new_moments),
+            lstm=by_field(new_states, treedef, layers_like),
+            moments=by_field(new_moments, treedef, moments_like),
             count=count,
         )
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)

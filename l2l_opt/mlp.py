@@ -19,7 +19,7 @@ from l2l_opt.config import (
     check_unit_interval,
     from_dict,
 )
-from l2l_opt.structure import restore
+from l2l_opt.structure import by_field, per_leaf
 
 NUM_FEATURES = 2  # (g, m) / sqrt(v): `preprocessing.adam_features`
 
@@ -142,14 +142,15 @@ def scale_by_mlp(
             z = lambda: jnp.zeros((jnp.size(p),), jnp.promote_types(jnp.result_type(p), "f4"))
             return (z(), z())
 
-        return MLPOptState(jax.tree.map(leaf_moments, params), jnp.zeros([], jnp.int32))
+        leaves, treedef = jax.tree.flatten(params)
+        moments = by_field([leaf_moments(p) for p in leaves], treedef, (0, 0))
+        return MLPOptState(moments, jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, value, extra_args
         count = optax.safe_increment(state.count)
         leaves, treedef = jax.tree.flatten(updates)
-        # (m, v) per leaf, as tuples again if Flax NNX stored them as mappings.
-        moments = [restore(mv, (0, 0)) for mv in treedef.flatten_up_to(state.moments)]
+        moments = per_leaf(state.moments, treedef, (0, 0))
         new_updates, new_moments = [], []
         for g, mv in zip(leaves, moments, strict=True):
             g_N = jnp.reshape(g, (-1,)).astype(mv[0].dtype)
@@ -158,8 +159,8 @@ def scale_by_mlp(
             u_N = apply(theta, feats_FxN.T.astype(jnp.float32)).astype(g_N.dtype)
             new_updates.append(jnp.reshape(u_N, jnp.shape(g)).astype(g.dtype))
             new_moments.append((m, v))
-        new_state = MLPOptState(treedef.unflatten(new_moments), count)
-        old_state = MLPOptState(treedef.unflatten(moments), state.count)
+        new_state = MLPOptState(by_field(new_moments, treedef, (0, 0)), count)
+        old_state = MLPOptState(by_field(moments, treedef, (0, 0)), state.count)
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

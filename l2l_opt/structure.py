@@ -1,24 +1,32 @@
-"""Optimizer states that survive frameworks which rebuild pytrees (Flax NNX)."""
+"""Per-leaf optimizer state stored as one parameter-shaped tree per field.
 
-from collections.abc import Mapping
+An optimizer that keeps several buffers per parameter leaf (an LSTM's ``(h, c)`` per layer,
+Adam's ``(m, v)``) computes leaf by leaf, but stores the buffers as optax's own optimizers
+do: a nest of fields (`like`: tuples and NamedTuples), each field a tree shaped like the
+parameters, with one array per leaf. Frameworks that wrap each parameter leaf of a state
+(Flax NNX's ``nnx.Optimizer``) then find one array per wrapped leaf, and the state keeps
+the structure `init` gave it from step to step, so a jitted step compiles once.
+"""
+
 from typing import Any
 
+import jax
 
-def restore(tree: Any, like: Any) -> Any:
-    """`tree` in the structure of `like`, a nest of tuples and NamedTuples.
 
-    Flax NNX's ``nnx.Optimizer`` stores an optimizer state as nested ``nnx.State`` mappings:
-    a tuple comes back as ``{0: .., 1: ..}`` and a NamedTuple as ``{"field": ..}``. This
-    reads such mappings by index or field name wherever `like` has a tuple; the leaves of
-    `like` only mark where `tree`'s own leaves go.
+def per_leaf(tree: Any, treedef: Any, like: Any) -> list[Any]:
+    """Splits stored state `tree` (`like`'s fields, each shaped like `treedef`) by leaf.
+
+    Returns one nest shaped like `like` per leaf of `treedef`, holding that leaf's arrays.
     """
-    if not isinstance(like, tuple | list):
-        return tree
-    fields = getattr(like, "_fields", None)
-    if isinstance(tree, Mapping):
-        keys = fields if fields and all(f in tree for f in fields) else range(len(like))
-        items = [tree[k] for k in keys]
-    else:
-        items = list(tree)
-    children = [restore(t, c) for t, c in zip(items, like, strict=True)]
-    return type(like)(*children) if fields else type(like)(children)
+    like_def = jax.tree.structure(like)
+    fields = [treedef.flatten_up_to(t) for t in like_def.flatten_up_to(tree)]
+    return [like_def.unflatten([f[i] for f in fields]) for i in range(treedef.num_leaves)]
+
+
+def by_field(leaves: list[Any], treedef: Any, like: Any) -> Any:
+    """Inverse of `per_leaf`: one nest per leaf to `like`'s fields, each shaped like `treedef`."""
+    like_def = jax.tree.structure(like)
+    rows = [like_def.flatten_up_to(x) for x in leaves]
+    return like_def.unflatten(
+        [treedef.unflatten([r[j] for r in rows]) for j in range(like_def.num_leaves)]
+    )

@@ -24,7 +24,7 @@ from l2l_opt.config import (
     check_unit_interval,
     from_dict,
 )
-from l2l_opt.structure import restore
+from l2l_opt.structure import by_field, per_leaf
 
 # Per-tensor statistics the LSTM reads before the shared inputs (`tensor_statistics`).
 NUM_STATISTICS = 5
@@ -273,12 +273,16 @@ def tensor_statistics(
     )
 
 
+CORE_LIKE = hk.LSTMState(0, 0)  # one leaf's LSTM state (see `l2l_opt.structure`)
+
+
 class TensorLSTMState(NamedTuple):
     """State of `scale_by_tensor_lstm`."""
 
-    moments: optax.Updates  # per leaf: (m, v) [leaf.size]
-    last: optax.Updates  # per leaf: (log-gain [], last step before the gain d [leaf.size])
-    lstm: optax.Updates  # per leaf: hk.LSTMState([H], [H])
+    # Per field, a tree like the params' of per-leaf arrays (see `l2l_opt.structure`):
+    moments: tuple[optax.Updates, optax.Updates]  # (m, v) [leaf.size]
+    last: tuple[optax.Updates, optax.Updates]  # (log-gain [], step before the gain [leaf.size])
+    lstm: hk.LSTMState  # (h, c) [H]
     count: jax.Array  # shape=(), dtype=int32
 
 
@@ -320,10 +324,11 @@ def scale_by_tensor_lstm(
             z = lambda: jnp.zeros((config.hidden_size,), jnp.float32)
             return hk.LSTMState(z(), z())
 
+        leaves, treedef = jax.tree.flatten(params)
         return TensorLSTMState(
-            moments=jax.tree.map(lambda p: (vector(p), vector(p)), params),
-            last=jax.tree.map(lambda p: (jnp.zeros([], dtype(p)), vector(p)), params),
-            lstm=jax.tree.map(tensor_state, params),
+            moments=by_field([(vector(p), vector(p)) for p in leaves], treedef, (0, 0)),
+            last=by_field([(jnp.zeros([], dtype(p)), vector(p)) for p in leaves], treedef, (0, 0)),
+            lstm=by_field([tensor_state(p) for p in leaves], treedef, CORE_LIKE),
             count=jnp.zeros([], jnp.int32),
         )
 
@@ -339,9 +344,9 @@ def scale_by_tensor_lstm(
         del params, value, extra_args
         count = optax.safe_increment(state.count)
         leaves, treedef = jax.tree.flatten(updates)
-        moments = [restore(x, (0, 0)) for x in treedef.flatten_up_to(state.moments)]
-        lasts = [restore(x, (0, 0)) for x in treedef.flatten_up_to(state.last)]
-        cores = [restore(x, hk.LSTMState(0, 0)) for x in treedef.flatten_up_to(state.lstm)]
+        moments = per_leaf(state.moments, treedef, (0, 0))
+        lasts = per_leaf(state.last, treedef, (0, 0))
+        cores = per_leaf(state.lstm, treedef, CORE_LIKE)
         shared = common.global_inputs(count, num_steps, config, jnp.float32)
         feats, new_moments, stats = [], [], []
         for g, (m, v), (log_gain, d) in zip(leaves, moments, lasts, strict=True):
@@ -380,15 +385,15 @@ def scale_by_tensor_lstm(
             new_lasts.append((log_gain, d_N))
             new_cores.append(hk.LSTMState(new_core.hidden[i], new_core.cell[i]))
         new_state = TensorLSTMState(
-            treedef.unflatten(new_moments),
-            treedef.unflatten(new_lasts),
-            treedef.unflatten(new_cores),
+            by_field(new_moments, treedef, (0, 0)),
+            by_field(new_lasts, treedef, (0, 0)),
+            by_field(new_cores, treedef, CORE_LIKE),
             count,
         )
         old_state = TensorLSTMState(
-            treedef.unflatten(moments),
-            treedef.unflatten(lasts),
-            treedef.unflatten(cores),
+            by_field(moments, treedef, (0, 0)),
+            by_field(lasts, treedef, (0, 0)),
+            by_field(cores, treedef, CORE_LIKE),
             state.count,
         )
         return treedef.unflatten(new_updates), optax.tree.cast_like(new_state, old_state)

@@ -164,7 +164,7 @@ def final_log_gains(theta, config, grads):
     state = tx.init(grads[0])
     for g in grads:
         _, state = tx.update(g, state)
-    return {k: float(v[0]) for k, v in optax.tree.get(state, "gain").items()}
+    return {k: float(v) for k, v in optax.tree.get(state, "gain")[0].items()}
 
 
 def test_gain_snr_keeps_a_steady_signal_and_slows_a_random_walk():
@@ -274,7 +274,7 @@ def test_gain_lengthens_short_steps_and_shortens_overshooting_ones(scale, grows)
         return float(loss(params)), optax.tree.get(state, "gain")
 
     (plain, _), (adapted, gains) = run(base), run(adapt)
-    log_gain = gains["x"][0]
+    log_gain = gains[0]["x"]
     assert (log_gain > 1.0) if grows else (log_gain < -1.0)
     assert adapted < plain
 

@@ -56,7 +56,7 @@ def test_bfloat16_state_stays_close_to_float32():
     tx16 = l2l_opt.learned_opt(theta, state_dtype="bfloat16")
     params = {"x": jax.random.normal(jax.random.key(0), (1000,))}
     s32, s16 = tx32.init(params), tx16.init(params)
-    assert s16[0].lstm["x"][0].hidden.dtype == jax.numpy.bfloat16
+    assert s16[0].lstm[0].hidden["x"].dtype == jax.numpy.bfloat16
     step = lambda tx: jax.jit(functools.partial(tx.update, params=params))
     for i in range(20):
         g = {"x": jax.random.normal(jax.random.key(i), (1000,))}
