@@ -40,6 +40,8 @@ from l2l_opt.run import log_status
 # The demo's recipe: the paper's network and meta-training on 10-dim Gaussian quadratics.
 DEMO_OUTER_STEPS = 1000
 DEFAULT_PROBLEM = "quadratic"
+# Measured with `time l2l-opt evaluate --quick` from a fresh clone on 2 CPU cores.
+QUICK_HELP = "the quick suite (4 tasks, 8 cells; about 6 minutes on 2 CPU cores)"
 
 
 class UsageError(Exception):
@@ -416,22 +418,44 @@ def evaluate_suite(
     do_no_harm: int = 0,
     command: str | None = None,
     reuse_baselines: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """``l2l-opt evaluate --suite NAME``: runs `l2l_opt.suite.run` and writes
-    ``out/suite.json``, ``out/suite.txt`` (the table) and ``out/suite.png``. With
-    `do_no_harm` > 0 steps, also `l2l_opt.suite.do_no_harm_all` for the first weights on
-    every task (checked against step ``min(1000, do_no_harm // 10)``), in the JSON and the
-    table."""
+    ``out/suite.json`` (after each cell, with ``"complete": false`` until the last, so
+    that `resume` goes on from the cells a killed run finished), ``out/suite.txt`` (the
+    table) and ``out/suite.png``. With `do_no_harm` > 0 steps, also
+    `l2l_opt.suite.do_no_harm_all` for the first weights on every task (checked against
+    step ``min(1000, do_no_harm // 10)``), in the JSON and the table."""
     if do_no_harm < 0 or 0 < do_no_harm < 10:
         raise UsageError(f"--do-no-harm {do_no_harm} is invalid: give 0 (skip) or >= 10 steps")
     tasks = suites.tasks(suite_name)
     learned = suite_optimizers(weights)
     reuse = load_suite_result(reuse_baselines, "--reuse-baselines") if reuse_baselines else None
-    results = suite.run(tasks, learned, num_test=num_test, num_val=num_val, seed=seed, reuse=reuse)
+    path = os.path.join(out, "suite.json")
     shipped = f"shipped:{pretrained.DEFAULT}"
-    results.update(suite=suite_name, weights=[w or shipped for w in weights or [None]])
-    if command:
-        results["command"] = command
+    settings = {
+        "suite": suite_name,
+        "weights": [w or shipped for w in weights or [None]],
+        "num_test": num_test,
+        "num_val": num_val,
+        "seed": seed,
+        "do_no_harm_steps": do_no_harm,
+    }
+    done = _resumed_cells(path, settings, resume)
+    os.makedirs(out, exist_ok=True)
+
+    def write(results):
+        results.update(settings)
+        if command:
+            results["command"] = command
+        compare.write_json(path, results)
+
+    if done:
+        log_status(f"resuming {path}: {len(done)} cells done")
+    results = suite.run(
+        tasks, learned, num_test=num_test, num_val=num_val, seed=seed, reuse=reuse,
+        done=done, on_cell=write,
+    )  # fmt: skip
     first = next(iter(learned))  # the first --weights, not told the horizon
     if do_no_harm:
         results["do_no_harm"] = suite.do_no_harm_all(
@@ -441,8 +465,7 @@ def evaluate_suite(
             check_at=min(1000, do_no_harm // 10),
             seed=seed,
         )
-    os.makedirs(out, exist_ok=True)
-    compare.write_json(os.path.join(out, "suite.json"), results)
+    write(results)
     tables = "\n\n".join(suite.format_table(results, name) for name in learned)
     if do_no_harm:
         tables += "\n\n" + suite.format_do_no_harm(results["do_no_harm"])
@@ -453,6 +476,25 @@ def evaluate_suite(
     checkpoint.atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=120))
     print(f"wrote {out}/suite.json, suite.txt and suite.png")
     return results
+
+
+def _resumed_cells(path: str, settings: dict[str, Any], resume: bool) -> list[dict[str, Any]]:
+    """The finished cells of the run at `path` to go on from (`resume`); UsageError where
+    there is a run and no `resume`, or a run with other settings."""
+    if not os.path.exists(path):
+        if resume:
+            raise UsageError(f"--resume: no run to resume at {path}")
+        return []
+    if not resume:
+        raise UsageError(f"{path} exists: pass --resume to go on with that run, or another --out")
+    previous = load_suite_result(path, "--resume")
+    for key, value in settings.items():
+        if previous.get(key, 0 if key == "do_no_harm_steps" else None) != value:
+            raise UsageError(
+                f"--resume: {path} was run with {key}={previous.get(key)!r}, this run has "
+                f"{value!r}; give the same settings or another --out"
+            )
+    return previous["cells"]
 
 
 def list_problems() -> None:
@@ -556,15 +598,21 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="an evaluation suite: learned optimizers against tuned baselines"
     )
     p.add_argument("--suite", default="default", help=f"one of {', '.join(suites.SUITES)}")
-    p.add_argument("--quick", action="store_true", help="the quick suite (a few minutes)")
+    p.add_argument("--quick", action="store_true", help=QUICK_HELP)
     p.add_argument(
         "--weights", action="append", default=None,
         help="weights file or shipped name (repeatable; default: the shipped default)",
     )  # fmt: skip
     p.add_argument("--out", default=None, help="default runs/suite_<suite>")
-    p.add_argument("--num-test", type=int, default=5)
-    p.add_argument("--num-val", type=int, default=3)
+    p.add_argument("--num-test", type=int, default=5, help="test instances per cell")
+    p.add_argument(
+        "--num-val", type=int, default=5, help="validation instances per cell, for tuning"
+    )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--resume", action="store_true",
+        help="go on with the run in --out from the cells it finished",
+    )  # fmt: skip
     p.add_argument(
         "--reuse-baselines", default=None, metavar="SUITE_JSON",
         help="take the baselines' and competitors' results from an earlier suite.json with "
@@ -572,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--do-no-harm", type=int, default=0, metavar="STEPS",
-        help="also run every task this long (10000 in the issue's check) with the first "
+        help="also run every task this long (the reported suite uses 10000) with the first "
         "--weights, not told the horizon: finite, and the last 10%% no worse than near "
         "step min(1000, STEPS/10); 0 (default): skip",
     )  # fmt: skip
@@ -639,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 do_no_harm=args.do_no_harm,
                 reuse_baselines=args.reuse_baselines,
+                resume=args.resume,
                 command=shlex.join(["l2l-opt", *(sys.argv[1:] if argv is None else argv)]),
             )
         elif args.command == "plot":

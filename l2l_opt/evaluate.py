@@ -167,11 +167,22 @@ class Summary(NamedTuple):
     tail_high: float
 
 
-def _interval(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over the first axis with a 95% normal interval (1.96 standard errors)."""
+def _interval(
+    x: np.ndarray, num_resamples: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over the first axis (instances) with a 95% bootstrap-percentile interval.
+
+    Resampling the instances keeps the interval within the range of the data, so the
+    interval of a loss is never negative (a normal interval of a heavy-tailed mean is)."""
     mean = x.mean(0)
-    sem = x.std(0, ddof=1) / math.sqrt(x.shape[0]) if x.shape[0] > 1 else 0 * mean
-    return mean, mean - 1.96 * sem, mean + 1.96 * sem
+    n = x.shape[0]
+    if n < 2:
+        return mean, mean, mean
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), num_resamples)
+    with np.errstate(invalid="ignore", over="ignore"):
+        boot = np.tensordot(counts / n, x, axes=(1, 0))  # [num_resamples, ...]
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    return mean, low, high
 
 
 def summarize(losses: np.ndarray) -> Summary:

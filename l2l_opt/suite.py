@@ -45,19 +45,44 @@ def adamw_cosine(num_steps: int) -> Callable[[jax.Array], optax.GradientTransfor
     return make
 
 
+def muon(learning_rate: jax.Array) -> optax.GradientTransformation:
+    """Muon (`optax.contrib.muon`): orthogonalized momentum on the matrices, Adam on the
+    other leaves, both at `learning_rate` (one rate, so that one grid tunes it)."""
+    return optax.contrib.muon(learning_rate)
+
+
 def tuned_baselines(num_steps: int) -> dict[str, Callable[[jax.Array], Any]]:
     """The baselines whose learning rate is tuned per cell on validation instances."""
     return {
         "adam": optax.adam,
         "adamw_cosine": adamw_cosine(num_steps),
         "nag": evaluate.BASELINES["nag"],
+        "muon": muon,
     }
+
+
+# Labels of the tuned baselines, as tables print them.
+TUNED_NAMES = {"adam": "Adam", "adamw_cosine": "AdamW-cosine", "nag": "NAG", "muon": "Muon"}
+
+
+def mechanic() -> optax.GradientTransformation:
+    """Mechanic (`optax.contrib.mechanize`) around Adam at learning rate 1, as its authors
+    advise: Mechanic learns the scale."""
+    return optax.contrib.mechanize(optax.adam(1.0))
 
 
 # What a user picks instead of tuning: each with its defaults.
 UNTUNED: dict[str, Callable[[], optax.GradientTransformation]] = {
     "prodigy": optax.contrib.prodigy,
     "schedule_free_adamw": optax.contrib.schedule_free_adamw,
+    "mechanic": mechanic,
+    "dog": optax.contrib.dog,
+}
+UNTUNED_NAMES = {
+    "prodigy": "prodigy",
+    "schedule_free_adamw": "schedule-free AdamW",
+    "mechanic": "Mechanic",
+    "dog": "DoG",
 }
 
 
@@ -84,10 +109,11 @@ def evaluate_cell(
     steps: int,
     *,
     num_test: int = 5,
-    num_val: int = 3,
+    num_val: int = 5,
     seed: int = 0,
     grid: np.ndarray | None = None,
     reuse: Mapping[str, Any] | None = None,
+    tick: Callable[[str], None] = lambda name: None,
 ) -> dict[str, Any]:
     """One cell: every optimizer's mean loss over the last 10% of `steps`, per test instance.
 
@@ -104,6 +130,7 @@ def evaluate_cell(
       reuse: a cell of an earlier run with the same problem, steps, instances and grid: its
         baselines' and competitors' results are taken instead of run again (they do not
         depend on the learned optimizers).
+      tick: called with each optimizer's name once its results are in (progress).
     """
     grid = evaluate.log_grid(per_decade=2) if grid is None else grid
     val_keys = evaluate.instance_keys(seed, evaluate.VALIDATION_STREAM, num_val)
@@ -113,27 +140,32 @@ def evaluate_cell(
     for name, make in tuned_baselines(steps).items():
         if name in kept:
             out["optimizers"][name] = dict(kept[name])
-            continue
-        tuned = evaluate.tune_learning_rate(problem, make, val_keys, steps, grid)
-        tail = _tail_per_instance(problem, make(tuned.learning_rate), test_keys, steps)
-        out["optimizers"][name] = {"learning_rate": tuned.learning_rate, "tail": tail.tolist()}
+        else:
+            tuned = evaluate.tune_learning_rate(problem, make, val_keys, steps, grid)
+            tail = _tail_per_instance(problem, make(tuned.learning_rate), test_keys, steps)
+            lr = tuned.learning_rate
+            out["optimizers"][name] = {"learning_rate": lr, "tail": tail.tolist()}
+        tick(name)
     candidates = {**{k: (lambda n, f=f: f()) for k, f in UNTUNED.items()}, **learned}
     for name, make in candidates.items():
         if name in UNTUNED and name in kept:
             out["optimizers"][name] = dict(kept[name])
-            continue
-        tail = _tail_per_instance(problem, make(steps), test_keys, steps)
-        out["optimizers"][name] = {"learning_rate": None, "tail": tail.tolist()}
+        else:
+            tail = _tail_per_instance(problem, make(steps), test_keys, steps)
+            out["optimizers"][name] = {"learning_rate": None, "tail": tail.tolist()}
+        tick(name)
     return out
 
 
 def summarize_cell(cell: dict[str, Any], learned: Sequence[str]) -> dict[str, Any]:
     """Each learned optimizer's ratios to tuned Adam, to the best tuned baseline and to
-    each competitor, with 95% intervals."""
+    each other baseline and competitor, with 95% intervals."""
     opts = cell["optimizers"]
     mean = lambda n: float(np.mean(opts[n]["tail"]))
-    finite = [n for n in tuned_baselines(cell["steps"]) if math.isfinite(mean(n))]
+    tuned = [n for n in tuned_baselines(cell["steps"]) if n in opts]
+    finite = [n for n in tuned if math.isfinite(mean(n))]
     best = min(finite, key=mean) if finite else "adam"
+    others = [n for n in (*tuned, *UNTUNED) if n in opts and n != "adam"]
     ratios = {}
     for name in learned:
         ratios[name] = {
@@ -142,12 +174,20 @@ def summarize_cell(cell: dict[str, Any], learned: Sequence[str]) -> dict[str, An
                 "name": best,
                 **ratio_interval(opts[name]["tail"], opts[best]["tail"]),
             },
-            **{
-                other: ratio_interval(opts[name]["tail"], opts[other]["tail"])
-                for other in (*UNTUNED, "adamw_cosine")
-            },
+            **{other: ratio_interval(opts[name]["tail"], opts[other]["tail"]) for other in others},
         }
     return {"best_baseline": best, "ratios": ratios}
+
+
+def _results(cells: list[dict[str, Any]], learned: Sequence[str], **settings: Any):
+    complete = settings.pop("complete")
+    return {
+        **settings,
+        "metric": "mean training loss over the last 10% of steps, per test instance",
+        "complete": complete,
+        "cells": list(cells),
+        "summary": {name: summary(cells, name) for name in learned},
+    }
 
 
 def run(
@@ -155,20 +195,35 @@ def run(
     learned: Mapping[str, Callable[[int], optax.GradientTransformation]],
     *,
     num_test: int = 5,
-    num_val: int = 3,
+    num_val: int = 5,
     seed: int = 0,
     progress: bool = True,
     reuse: Mapping[str, Any] | None = None,
+    done: Sequence[dict[str, Any]] = (),
+    on_cell: Callable[[dict[str, Any]], None] = lambda results: None,
 ) -> dict[str, Any]:
     """Every task at every horizon (see `evaluate_cell`), and the summary of each learned
-    optimizer over the cells: wins against tuned Adam, median and largest ratio, wins
-    against each competitor, with the held-out cells on their own.
+    optimizer over the cells: wins against tuned Adam (point wins, and wins whose 95%
+    interval lies below 1), median and largest ratio, wins against each competitor, with
+    the held-out cells on their own.
 
-    `reuse`: an earlier result of `run` with the same `num_test`, `num_val` and `seed`
-    (else ValueError); its cells' baselines and competitors are taken, not run again."""
+    Args:
+      tasks: the suite.
+      learned: ``{label: num_steps -> transformation}``.
+      num_test: test instances per cell (times `Task.instances`).
+      num_val: validation instances per cell for tuning (times `Task.instances`).
+      seed: seed of the instance streams.
+      progress: show a progress bar that moves with each optimizer of each cell.
+      reuse: an earlier result of `run` with the same `num_test`, `num_val` and `seed`
+        (else ValueError); its cells' baselines and competitors are taken, not run again.
+      done: cells of this very run already finished (a resumed run): kept as they are.
+      on_cell: called with the results so far (``complete`` False until the last) after
+        each cell, so that a caller can write them as they come.
+    """
+    settings = {"num_test": num_test, "num_val": num_val, "seed": seed}
     previous = {}
     if reuse is not None:
-        for field, value in (("num_test", num_test), ("num_val", num_val), ("seed", seed)):
+        for field, value in settings.items():
             if reuse.get(field) != value:
                 raise ValueError(
                     f"cannot reuse baselines run with {field}={reuse.get(field)!r}: this run "
@@ -179,27 +234,38 @@ def run(
         n = task.instances
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"task {name!r}: instances={n!r} must be an int >= 1")
-    cells = []
+    finished = {(c["task"], c["steps"]): c for c in done}
     jobs = [(name, task, h) for name, task in tasks.items() for h in task.horizons]
-    for name, task, steps in tqdm(jobs, desc="suite", unit="cell", disable=not progress):
-        n_test, n_val = num_test * task.instances, num_val * task.instances
-        old = previous.get((task.problem.name, steps))
-        if old is not None and _instances(old, reuse) != (n_test, n_val):
-            old = None  # run on other instance counts: its baselines are run again
-        cell = evaluate_cell(
-            task.problem, learned, steps, num_test=n_test, num_val=n_val, seed=seed, reuse=old
-        )
-        cell.update(num_test=n_test, num_val=n_val)
-        cell.update(task=name, split=task.split, **summarize_cell(cell, list(learned)))
-        cells.append(cell)
-    return {
-        "num_test": num_test,
-        "num_val": num_val,
-        "seed": seed,
-        "metric": "mean training loss over the last 10% of steps, per test instance",
-        "cells": cells,
-        "summary": {name: summary(cells, name) for name in learned},
-    }
+    unknown = set(finished) - {(name, h) for name, _, h in jobs}
+    if unknown:
+        raise ValueError(f"finished cells {sorted(unknown)} are not cells of this suite")
+    per_cell = len(TUNED_NAMES) + len(UNTUNED) + len(learned)
+    todo = [job for job in jobs if (job[0], job[2]) not in finished]
+    bar = tqdm(total=per_cell * len(todo), desc="suite", unit="run", disable=not progress)
+    cells = []
+    with bar:
+        for name, task, steps in jobs:
+            if (name, steps) in finished:
+                cells.append(finished[(name, steps)])
+                continue
+            n_test, n_val = num_test * task.instances, num_val * task.instances
+            old = previous.get((task.problem.name, steps))
+            if old is not None and _instances(old, reuse) != (n_test, n_val):
+                old = None  # run on other instance counts: its baselines are run again
+
+            def tick(opt_name, where=f"{name} {steps}"):
+                bar.set_postfix_str(f"{where}: {opt_name}", refresh=False)
+                bar.update()
+
+            cell = evaluate_cell(
+                task.problem, learned, steps, num_test=n_test, num_val=n_val, seed=seed,
+                reuse=old, tick=tick,
+            )  # fmt: skip
+            cell.update(num_test=n_test, num_val=n_val)
+            cell.update(task=name, split=task.split, **summarize_cell(cell, list(learned)))
+            cells.append(cell)
+            on_cell(_results(cells, learned, complete=False, **settings))
+    return _results(cells, learned, complete=True, **settings)
 
 
 def _instances(cell: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[int, int]:
@@ -212,36 +278,52 @@ def _instances(cell: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[int
 
 
 def summary(cells: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
-    """`name`'s record over `cells`: all, and the held-out ones apart."""
+    """`name`'s record over `cells`, all and the held-out ones apart: for tuned Adam and
+    the best tuned baseline of each cell, the share of cells where its ratio is below 1
+    (``beats_*``) and where the ratio's whole 95% interval is (``*_significant``); for
+    every other optimizer, the share of point wins."""
 
     def of(subset):
         if not subset:
             return {}
         to_adam = [c["ratios"][name]["adam"]["ratio"] for c in subset]
-        wins = lambda key: float(np.mean([c["ratios"][name][key]["ratio"] < 1 for c in subset]))
+        share = lambda test: float(np.mean([bool(test(c["ratios"][name])) for c in subset]))
+        others = {k for c in subset for k in c["ratios"][name]} - {"adam", "best_baseline"}
+        present = [k for k in others if all(k in c["ratios"][name] for c in subset)]
         return {
             "cells": len(subset),
-            "beats_tuned_adam": wins("adam"),
+            "beats_tuned_adam": share(lambda r: r["adam"]["ratio"] < 1),
+            "beats_tuned_adam_significant": share(lambda r: r["adam"]["high"] < 1),
             "median_ratio_to_adam": float(np.median(to_adam)),
             "max_ratio_to_adam": float(np.max(to_adam)),
-            "beats_adamw_cosine": wins("adamw_cosine"),
-            **{f"beats_{k}": wins(k) for k in UNTUNED},
+            "beats_best_tuned": share(lambda r: r["best_baseline"]["ratio"] < 1),
+            "beats_best_tuned_significant": share(lambda r: r["best_baseline"]["high"] < 1),
+            **{f"beats_{k}": share(lambda r, k=k: r[k]["ratio"] < 1) for k in sorted(present)},
         }
 
     return {"all": of(cells), "heldout": of([c for c in cells if c["split"] == "heldout"])}
 
 
+def _cells(n: int) -> str:
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
 def format_table(results: dict[str, Any], name: str) -> str:
-    """One row per cell: `name`'s mean, tuned Adam's, and the ratios with intervals."""
-    head = ("task", "split", "steps", name, "tuned Adam", f"{name} / Adam [95% CI]", "best")
+    """One row per cell: `name`'s mean loss, tuned Adam's, the ratio to tuned Adam and to
+    the cell's best tuned baseline, with 95% intervals; then the summary."""
+    head = (
+        "task", "split", "steps", f"{name} loss", "tuned Adam loss",
+        "ratio to tuned Adam [95% CI]", "best tuned baseline", "ratio to best tuned [95% CI]",
+    )  # fmt: skip
+    interval = lambda r: f"{r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
     rows = [head]
     for c in results["cells"]:
         opts, r = c["optimizers"], c["ratios"][name]
+        best = r["best_baseline"]
         rows.append((
             c["task"], c["split"], str(c["steps"]),
             f"{np.mean(opts[name]['tail']):.4g}", f"{np.mean(opts['adam']['tail']):.4g}",
-            f"{r['adam']['ratio']:.2f} [{r['adam']['low']:.2f}, {r['adam']['high']:.2f}]",
-            f"{r['best_baseline']['name']} {r['best_baseline']['ratio']:.2f}",
+            interval(r["adam"]), TUNED_NAMES.get(best["name"], best["name"]), interval(best),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
@@ -249,14 +331,23 @@ def format_table(results: dict[str, Any], name: str) -> str:
     s = results["summary"][name]
     for part in ("all", "heldout"):
         p = s.get(part)
-        if p:
-            lines.append(
-                f"{part}: {p['cells']} cells; beats tuned Adam on {p['beats_tuned_adam']:.0%}, "
-                f"median ratio {p['median_ratio_to_adam']:.2f}, largest "
-                f"{p['max_ratio_to_adam']:.2f}; beats AdamW-cosine on "
-                f"{p['beats_adamw_cosine']:.0%}, prodigy on {p['beats_prodigy']:.0%}, "
-                f"schedule-free AdamW on {p['beats_schedule_free_adamw']:.0%}"
-            )
+        if not p:
+            continue
+        n = p["cells"]
+        count = lambda share, n=n: round(share * n)
+        competitors = ", ".join(
+            f"{label} on {count(p[f'beats_{k}'])}"
+            for k, label in {**TUNED_NAMES, **UNTUNED_NAMES}.items()
+            if f"beats_{k}" in p and k != "adam"
+        )
+        lines.append(
+            f"{part} ({_cells(n)}): beats tuned Adam on {count(p['beats_tuned_adam'])} "
+            f"({count(p['beats_tuned_adam_significant'])} with the 95% interval below 1), "
+            f"median ratio {p['median_ratio_to_adam']:.2f}, largest "
+            f"{p['max_ratio_to_adam']:.2f}; beats the best tuned baseline on "
+            f"{count(p['beats_best_tuned'])} ({count(p['beats_best_tuned_significant'])} "
+            f"with the interval below 1); beats {competitors}"
+        )
     return "\n".join(lines)
 
 

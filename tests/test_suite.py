@@ -57,15 +57,26 @@ def test_a_small_suite_runs_and_summarises():
     assert len(results["cells"]) == 3
     for cell in results["cells"]:
         assert set(cell["optimizers"]) == {
-            "adam", "adamw_cosine", "nag", "prodigy", "schedule_free_adamw", "learned_opt()",
+            "adam", "adamw_cosine", "nag", "muon", "prodigy", "schedule_free_adamw",
+            "mechanic", "dog", "learned_opt()",
         }  # fmt: skip
         assert all(len(o["tail"]) == 3 for o in cell["optimizers"].values())
         assert cell["ratios"]["learned_opt()"]["adam"]["ratio"] > 0
     s = results["summary"]["learned_opt()"]
     assert s["all"]["cells"] == 3 and s["heldout"]["cells"] == 1
     assert 0 <= s["all"]["beats_tuned_adam"] <= 1
+    # A win whose 95% interval lies below 1 is a point win too.
+    assert s["all"]["beats_tuned_adam_significant"] <= s["all"]["beats_tuned_adam"]
+    assert s["all"]["beats_best_tuned_significant"] <= s["all"]["beats_best_tuned"]
+    for k in ("muon", "mechanic", "dog", "prodigy", "schedule_free_adamw", "adamw_cosine"):
+        assert 0 <= s["all"][f"beats_{k}"] <= 1
     table = suite.format_table(results, "learned_opt()")
-    assert "heldout: 1 cells" in table and "quadratic_illcond" in table
+    assert "heldout (1 cell): beats tuned Adam on" in table and "quadratic_illcond" in table
+    assert "all (3 cells)" in table and "with the 95% interval below 1" in table
+    header = table.splitlines()[0]
+    for column in ("learned_opt() loss", "tuned Adam loss", "ratio to tuned Adam [95% CI]"):
+        assert column in header
+    assert "best tuned baseline" in header and "ratio to best tuned [95% CI]" in header
     fig = plotting.suite_figure({**results, "suite": "test"})
     assert len(fig.axes) == 1
 
@@ -113,6 +124,34 @@ def test_a_task_runs_on_its_multiple_of_the_instances_and_reuses_only_matching_c
             suite.run(wrong, learned, num_test=2, num_val=1, progress=False)
 
 
+def test_each_cell_is_reported_as_it_finishes_and_a_resumed_run_skips_finished_cells():
+    tasks = {"quadratic": suite.Task(problems.get("quadratic"), (10, 20), "train")}
+    calls = []
+
+    def sgd(steps):
+        calls.append(steps)
+        return optax.sgd(0.01)
+
+    seen = []
+    results = suite.run(
+        tasks, {"sgd": sgd}, num_test=2, num_val=1, progress=False, on_cell=seen.append
+    )
+    assert [len(r["cells"]) for r in seen] == [1, 2] and not any(r["complete"] for r in seen)
+    assert results["complete"] and calls == [10, 20]
+    # Killed after the first cell: the resumed run keeps it and runs only the second.
+    calls.clear()
+    again = suite.run(
+        tasks, {"sgd": sgd}, num_test=2, num_val=1, progress=False, done=seen[0]["cells"]
+    )
+    assert calls == [20] and again["cells"][0] == seen[0]["cells"][0]
+    assert again["cells"][1]["optimizers"] == results["cells"][1]["optimizers"]
+    with pytest.raises(ValueError, match="not cells of this suite"):
+        suite.run(
+            tasks, {"sgd": sgd}, num_test=2, num_val=1, progress=False,
+            done=[{**seen[0]["cells"][0], "steps": 30}],
+        )  # fmt: skip
+
+
 def test_do_no_harm_check():
     problem = problems.get("quadratic")
     good = suite.do_no_harm(problem, optax.adam(0.1), num_steps=400, check_at=100)
@@ -141,9 +180,28 @@ def test_evaluate_writes_the_suite_json_table_and_figure(tmp_path):
     assert [r["task"] for r in rows] == ["quadratic", "quadratic_illcond"]
     assert all(r["num_steps"] == 50 and r["check_at"] == 5 for r in rows)
     assert "do no harm (50 steps" in proc.stdout and "passed" in proc.stdout
-    assert "heldout: 1 cells" in proc.stdout and "beats tuned Adam on" in proc.stdout
+    assert "heldout (1 cell)" in proc.stdout and "beats tuned Adam on" in proc.stdout
     assert (tmp_path / "suite.txt").read_text().startswith("task")
     assert (tmp_path / "suite.png").read_bytes()[:4] == b"\x89PNG"
+    assert results["complete"] and results["num_val"] == 2
+    # The run is there: the same command again would overwrite it, and is refused.
+    again = l2l("evaluate", "--suite", "smoke", "--out", str(tmp_path), check=False)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    # A run killed after its first cell (its suite.json as written then) goes on from it.
+    results["cells"], results["complete"] = results["cells"][:1], False
+    (tmp_path / "suite.json").write_text(json.dumps(results))
+    other = l2l("evaluate", "--suite", "smoke", "--num-test", "3", "--num-val", "2",
+                "--do-no-harm", "50", "--out", str(tmp_path), "--resume", check=False)  # fmt: skip
+    assert other.returncode == 2 and "num_test=2, this run has 3" in other.stderr
+    resumed = l2l("evaluate", "--suite", "smoke", "--num-test", "2", "--num-val", "2",
+                  "--do-no-harm", "50", "--out", str(tmp_path), "--resume")  # fmt: skip
+    assert "resuming" in resumed.stderr and "1 cells done" in resumed.stderr
+    final = json.loads((tmp_path / "suite.json").read_text())
+    assert final["complete"] and final["cells"][0] == results["cells"][0]
+    assert [c["task"] for c in final["cells"]] == ["quadratic", "quadratic_illcond"]
+    fresh = l2l("evaluate", "--suite", "smoke", "--out", str(tmp_path / "n"), "--resume",
+                check=False)  # fmt: skip
+    assert fresh.returncode == 2 and "no run to resume" in fresh.stderr
     bad = l2l("evaluate", "--suite", "nosuch", "--out", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "unknown suite 'nosuch'" in bad.stderr
     bad = l2l("evaluate", "--suite", "smoke", "--do-no-harm", "5", "--out", str(tmp_path / "y"),
