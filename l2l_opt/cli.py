@@ -336,6 +336,12 @@ def demo(out: str, plots_dir: str | None, outer_steps: int, seed: int) -> None:
     """Meta-trains on quadratics, compares with tuned baselines, writes the figure."""
     t0 = time.perf_counter()
     plots_dir = os.path.join(out, "plots") if plots_dir is None else plots_dir
+    print(
+        f"l2l-opt demo: meta-trains the paper's LSTM optimizer on {DEFAULT_PROBLEM} problems "
+        f"({outer_steps} outer steps), then compares it with tuned SGD, NAG, RMSprop and Adam "
+        f"on 100 test instances; 1 to 4 minutes on 2 CPU cores; writes under {out}",
+        flush=True,
+    )
     problem = resolve_problem(DEFAULT_PROBLEM)
     weights = run.meta_train(
         MetaTrainConfig(),

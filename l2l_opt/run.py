@@ -144,6 +144,8 @@ def meta_train(
         return steps[staged](state, data)
 
     start = int(state.step)
+    if progress and start < outer_steps:
+        log_status("compiling the meta-training step: the first step takes the longest")
     bar = tqdm(
         total=outer_steps, initial=start, desc="meta-train", unit="step",
         dynamic_ncols=True, disable=not progress,

@@ -5,6 +5,7 @@ and the experiments. Register your own with `register` (or pass ``--problem modu
 to the CLI).
 """
 
+import difflib
 import functools
 import itertools
 from collections.abc import Callable
@@ -107,11 +108,15 @@ def get(name: str) -> Problem:
     """
     resolved = ALIASES.get(name, name)
     if resolved not in _REGISTRY:
-        raise ValueError(
-            f"unknown problem {name!r}; known problems: {', '.join(names())}; "
-            f"families: {', '.join(FAMILIES)}"
-        )
+        raise ValueError(unknown_problem_message(name))
     return _REGISTRY[resolved]()
+
+
+def unknown_problem_message(name: str) -> str:
+    """'unknown problem' with the closest registered name or family, then where to look."""
+    close = difflib.get_close_matches(str(name), [*names(), *ALIASES, *FAMILIES], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown problem {name!r}{hint} (`l2l-opt problems` lists them all)"
 
 
 def parse_mixture(spec: str) -> tuple[tuple[str, float], ...]:
@@ -136,10 +141,7 @@ def parse_mixture(spec: str) -> tuple[tuple[str, float], ...]:
         elif ALIASES.get(name, name) in _REGISTRY:
             out.append((name, weight))
         else:
-            raise ValueError(
-                f"unknown problem {name!r}; known: {', '.join(names())}; "
-                f"families: {', '.join(FAMILIES)}"
-            )
+            raise ValueError(unknown_problem_message(name))
     if len({n for n, _ in out}) != len(out):
         raise ValueError("a problem appears twice in the mixture")
     return tuple(out)

@@ -81,3 +81,6 @@ def test_demo_writes_only_under_its_out_directory(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["runs"]
     assert (tmp_path / "runs/demo/plots/quadratic.png").exists()
     assert (tmp_path / "runs/demo/plots/quadratic.json").exists()
+    # It says what it does before its first progress bar, and that the first step compiles.
+    assert proc.stdout.startswith("l2l-opt demo: meta-trains")
+    assert "compiling the meta-training step" in proc.stderr.split("meta-train:")[0]

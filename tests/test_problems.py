@@ -143,6 +143,11 @@ def test_mixtures_and_families_parse():
             problems.parse_mixture(bad)
 
 
-def test_unknown_problem_names_the_known_ones():
-    with pytest.raises(ValueError, match="known problems: mnist_mlp"):
-        problems.get("mnist_lol")
+def test_unknown_problem_suggests_the_closest_name_and_where_to_find_them_all():
+    with pytest.raises(ValueError, match=r"did you mean 'quadratic'\?.*l2l-opt problems"):
+        problems.get("quadratc")
+    with pytest.raises(ValueError, match=r"did you mean 'mnist_mlp'\?"):
+        problems.parse_mixture("mnist_mlpp=1")
+    with pytest.raises(ValueError) as e:
+        problems.get("zzzzzz")
+    assert "did you mean" not in str(e.value) and "l2l-opt problems" in str(e.value)
