@@ -22,6 +22,7 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PLOTS = os.path.join(ROOT, "plots")
 DOC = os.path.join(ROOT, "docs", "results.md")
+STUDIES = os.path.join(ROOT, "docs", "research-log", "studies-2026-11-26.md")
 README = os.path.join(ROOT, "README.md")
 BEGIN, END = "<!-- results table: begin -->", "<!-- results table: end -->"
 BASELINES = ("adam", "rmsprop", "sgd", "nag")
@@ -136,24 +137,76 @@ def study_rows() -> list[list[str]]:
     return rows
 
 
-SUITE_HEAD = ["learned optimizer", "cells", "beats tuned Adam", "median ratio", "largest",
-              "beats AdamW-cosine", "beats prodigy", "beats schedule-free AdamW"]  # fmt: skip
+# Competitors counted in the summaries, where a suite's cells have them.
+COMPETITORS = {
+    "adamw_cosine": "AdamW-cosine", "nag": "NAG", "muon": "Muon", "prodigy": "prodigy",
+    "schedule_free_adamw": "schedule-free AdamW", "mechanic": "Mechanic", "dog": "DoG",
+}  # fmt: skip
 
 
-def suite_summary(results: dict) -> str:
-    """One row per learned optimizer and part (all cells, held-out cells)."""
-    lines = ["| " + " | ".join(SUITE_HEAD) + " |", "|" + "---|" * len(SUITE_HEAD)]
-    for name, parts in results["summary"].items():
-        for part, p in parts.items():
-            if p:
-                lines.append("| " + " | ".join([
-                    f"`{name}`" + (" (held-out cells)" if part == "heldout" else ""),
-                    str(p["cells"]), f"{p['beats_tuned_adam']:.0%}",
-                    f"{p['median_ratio_to_adam']:.2f}", f"{p['max_ratio_to_adam']:.2f}",
-                    f"{p['beats_adamw_cosine']:.0%}", f"{p['beats_prodigy']:.0%}",
-                    f"{p['beats_schedule_free_adamw']:.0%}",
-                ]) + " |")  # fmt: skip
+def record(cells: list[dict], name: str) -> dict:
+    """`name`'s wins over `cells`, counted from each cell's ratios and their intervals."""
+    ratios = [c["ratios"][name] for c in cells]
+    count = lambda test: sum(bool(test(r)) for r in ratios)
+    to_adam = [r["adam"]["ratio"] for r in ratios]
+    return {
+        "cells": len(cells),
+        "adam": count(lambda r: r["adam"]["ratio"] < 1),
+        "adam_significant": count(lambda r: r["adam"]["high"] < 1),
+        "median": float(np.median(to_adam)),
+        "largest": float(np.max(to_adam)),
+        "best": count(lambda r: r["best_baseline"]["ratio"] < 1),
+        "best_significant": count(lambda r: r["best_baseline"]["high"] < 1),
+        **{
+            k: count(lambda r, k=k: r[k]["ratio"] < 1)
+            for k in COMPETITORS
+            if all(k in r for r in ratios)
+        },
+    }
+
+
+def suite_summary(results: dict, names: list[str] | None = None) -> str:
+    """One row per learned optimizer and part (all cells, held-out cells): wins as counts of
+    cells, point wins and wins whose 95% interval lies below 1."""
+    names = list(results["summary"]) if names is None else names
+    parts = {
+        "all": results["cells"],
+        "heldout": [c for c in results["cells"] if c["split"] == "heldout"],
+    }
+    records = {(n, part): record(cells, n) for n in names for part, cells in parts.items() if cells}
+    competitors = [k for k in COMPETITORS if all(k in r for r in records.values())]
+    head = ["learned optimizer", "cells", "beats tuned Adam", "of which 95% CI below 1",
+            "median ratio to Adam", "largest", "beats best tuned", "of which 95% CI below 1",
+            *[f"beats {COMPETITORS[k]}" for k in competitors]]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (name, part), r in records.items():
+        lines.append("| " + " | ".join([
+            f"`{name}`" + (" (held-out cells)" if part == "heldout" else ""),
+            str(r["cells"]), str(r["adam"]), str(r["adam_significant"]),
+            f"{r['median']:.2f}", f"{r['largest']:.2f}", str(r["best"]),
+            str(r["best_significant"]), *[str(r[k]) for k in competitors],
+        ]) + " |")  # fmt: skip
     return "\n".join(lines)
+
+
+def default_sentence(results: dict) -> str:
+    """The README's one-sentence summary of the first learned optimizer of a suite."""
+    name = next(iter(results["summary"]))
+    heldout = [c for c in results["cells"] if c["split"] == "heldout"]
+    a, h = record(results["cells"], name), record(heldout, name)
+    best = ", ".join(
+        sorted({TUNED.get(c["best_baseline"], c["best_baseline"]) for c in results["cells"]})
+    )
+    return (
+        f"`{name}` beats tuned Adam on {a['adam']} of {a['cells']} cells ({a['adam_significant']}"
+        f" with the whole 95% interval below 1), median ratio {a['median']:.2f}, largest"
+        f" {a['largest']:.2f}; on the {h['cells']} held-out cells, {h['adam']}"
+        f" ({h['adam_significant']}), median {h['median']:.2f}. It beats the best tuned"
+        f" baseline of each cell (among {best}) on {a['best']} ({a['best_significant']})."
+    )
+
+
+TUNED = {"adam": "Adam", "adamw_cosine": "AdamW-cosine", "nag": "NAG", "muon": "Muon"}
 
 
 def suite_cells(results: dict) -> str:
@@ -234,14 +287,19 @@ def suite_section() -> list[str]:
 
 
 def readme_table() -> str:
-    """The README's short table: the shipped weights on the default evaluation suite (all
-    cells and held-out cells), or, without that suite's JSON, the MNIST rows."""
+    """The README's summary: the first weights of the default evaluation suite (told and not
+    told the horizon), all cells and held-out cells, its figure and its command."""
     results = load("suite_default.json")
-    if results is None:
-        return table(shipped_rows())
     command = results.get("command", "")
-    reuse = f" {REUSE_NOTE}" if "--reuse-baselines" in command else ""
-    return suite_summary(results) + f"\n\nCommand: `{command}`.{reuse}"
+    names = [n for n in results["summary"] if n.startswith(next(iter(results["summary"]))[:-1])]
+    reused = (
+        " (baselines from an earlier run of the suite)." if "--reuse-baselines" in command else "."
+    )
+    return "\n".join([
+        default_sentence(results), "", suite_summary(results, names), "",
+        "![the default against tuned Adam, cell by cell](plots/suite_default.png)", "",
+        f"Command: `{command}`{reused}",
+    ])  # fmt: skip
 
 
 def doc() -> str:
@@ -281,22 +339,30 @@ def doc() -> str:
         "",
         "Commands: `l2l-opt demo --plots plots` and `python -m experiments.quadratic`.",
         "",
-        "## Studies: MNIST variants and the conv net (2026-11-26)",
-        "",
-        "The meta-training variants compared before the MNIST weights were chosen, and the",
-        "paper's conv-net experiment on MNIST (`mnist_conv`). Commands: `bash",
-        "experiments/gpu_meta_train.sh` on a GPU, then `python -m experiments.mnist --stage",
-        "eval` and `python -m experiments.conv --stage eval`; the figures of the variants:",
-        "`python -m experiments.mnist --stage variants-figure`.",
-        "",
-        table(study_rows()),
-        "",
         "## Figures",
         "",
         *[f"![{f}](../plots/{f})" for f in figures],
         "",
     ]
     return "\n".join(parts)
+
+
+def studies_doc() -> str:
+    """The research log's page of the 2026-11-26 studies (MNIST variants, the conv net)."""
+    return "\n".join([
+        "# Studies: MNIST variants and the conv net (2026-11-26)",
+        "",
+        "<!-- Generated by `python -m experiments.results_doc` from plots/*.json; do not edit. -->",
+        "",
+        "Part of the research log: the meta-training variants compared before the MNIST weights",
+        "were chosen, and the paper's conv-net experiment on MNIST (`mnist_conv`). Commands:",
+        "`bash experiments/gpu_meta_train.sh` on a GPU, then `python -m experiments.mnist --stage",
+        "eval` and `python -m experiments.conv --stage eval`; the figures of the variants:",
+        "`python -m experiments.mnist --stage variants-figure`.",
+        "",
+        table(study_rows()),
+        "",
+    ])  # fmt: skip
 
 
 def readme_with_table(text: str) -> str:
@@ -313,7 +379,7 @@ def main() -> None:
     args = parser.parse_args()
     with open(README) as f:
         readme = f.read()
-    want = {DOC: doc(), README: readme_with_table(readme)}
+    want = {DOC: doc(), STUDIES: studies_doc(), README: readme_with_table(readme)}
     stale = []
     for path, text in want.items():
         current = open(path).read() if os.path.exists(path) else None

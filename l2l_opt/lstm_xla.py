@@ -34,8 +34,8 @@ def apply(
 # Networks of at most this many units per layer compute their products as broadcast
 # multiply-adds (`_product`), which XLA fuses into the elementwise loops that use them; on CPU
 # the matrix product's [4H, N] result went to memory and its kernel dominated the step
-# (docs/performance.md). Larger ones, the paper's 2 x 20 network among them, keep the matrix
-# product and their results to the last bit.
+# (docs/research-log/performance.md). Larger ones, the paper's 2 x 20 network among them,
+# keep the matrix product and their results to the last bit.
 FUSED_MAX_HIDDEN = 8
 
 
@@ -183,8 +183,9 @@ def _blocks(theta, feats_FxN, state, config, chunk, as_bits=False):
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _blocks_of_bits(theta, feats_FxN, state, config, chunk):
     """`_blocks` with a bfloat16 state carried as bits, which XLA cannot move casts across
-    (docs/performance.md, row opt_step[bf16]). Bits have no derivative, so derivatives
-    (`_blocks_of_bits_jvp`) are those of the blocks with the whole state cast first."""
+    (docs/research-log/performance.md, row opt_step[bf16]). Bits have no derivative, so
+    derivatives (`_blocks_of_bits_jvp`) are those of the blocks with the whole state cast
+    first."""
     return _blocks(theta, feats_FxN, state, config, chunk, as_bits=True)
 
 
@@ -198,10 +199,10 @@ def _blocks_of_bits_jvp(config, chunk, primals, tangents):
 def default_chunk(config: LSTMOptConfig | None = None) -> int:
     """Coordinates per block on CPU: 655,360 / 4H for `config`'s H units per layer, so that a
     block's ``[4H, chunk]`` gates (2.6 MB) stay in cache: 8,192 for the paper's 2 x 20 network
-    (the default without `config`; docs/performance.md has the benchmark's rows). 0 (no
-    blocks) for networks of at most `FUSED_MAX_HIDDEN` units, whose gates never go to memory
-    (in blocks, XLA fused the 1 x 4 network's 1.9M-parameter step 4x slower), and on other
-    backends."""
+    (the default without `config`; docs/research-log/performance.md has the benchmark's
+    rows). 0 (no blocks) for networks of at most `FUSED_MAX_HIDDEN` units, whose gates never
+    go to memory (in blocks, XLA fused the 1 x 4 network's 1.9M-parameter step 4x slower),
+    and on other backends."""
     if jax.default_backend() != "cpu":
         return 0
     hidden = PAPER_HIDDEN_SIZE if config is None else config.hidden_size

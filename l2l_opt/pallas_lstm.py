@@ -62,7 +62,7 @@ class Tiling(NamedTuple):
 
 
 # The tiling when `apply` gets none: the fastest exact tiling at 10M coordinates on an H200
-# (docs/performance.md, from plots/benchmark_gpu_h200.txt).
+# (docs/research-log/performance.md, from plots/benchmark_gpu_h200.txt).
 DEFAULT_TILING = Tiling()
 # The kernel's tanh, read at trace time: experiments/benchmark.py swaps in
 # `pltriton.approx_tanh` (one PTX instruction, relative error about 2^-11) to measure how

@@ -211,7 +211,7 @@ class Member(NamedTuple):
 def default_copies_from() -> int | None:
     """Coordinates in an optimizee's largest leaf from which each task gets its own copy of
     theta in `Truncation.unroll`: 1,024 on CPU and GPU, where the benchmark's [copies] and
-    [shared theta] rows chose it (docs/performance.md); None (never) elsewhere."""
+    [shared theta] rows chose it (docs/research-log/performance.md); None (never) elsewhere."""
     return 1024 if jax.default_backend() in ("cpu", "gpu") else None
 
 
