@@ -40,8 +40,8 @@ from l2l_opt.run import log_status
 # The demo's recipe: the paper's network and meta-training on 10-dim Gaussian quadratics.
 DEMO_OUTER_STEPS = 1000
 DEFAULT_PROBLEM = "quadratic"
-# Measured with `time l2l-opt evaluate --quick` from a fresh clone on 2 CPU cores.
-QUICK_HELP = "the quick suite (4 tasks, 8 cells; about 6 minutes on 2 CPU cores)"
+# Measured with `time l2l-opt evaluate --quick` on 2 CPU cores busy with another suite: 276 s.
+QUICK_HELP = "the quick suite: 4 tasks at one short horizon each (under 5 minutes on 2 CPU cores)"
 
 
 class UsageError(Exception):

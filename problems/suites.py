@@ -51,12 +51,13 @@ SUITES: dict[str, tuple[tuple, ...]] = {
     # 25``): with 5, one run that ends in the function's other valley (loss 3.99 against
     # 1e-3 or less) moves a cell's ratio to tuned Adam a hundredfold.
     "validation_rosenbrock": (("rosenbrock", (300, 1000), "train"),),
-    # A few minutes on 2 CPU cores: one task per kind, short horizons.
+    # A few minutes on 2 CPU cores (`l2l-opt evaluate --quick`'s help says how many): one
+    # task per kind, one short horizon each.
     "quick": (
-        ("quadratic", (50, 200), "train"),
-        ("mnist_mlp_h20_d1_sigmoid", (50, 200), "train"),
-        ("quadratic_illcond", (50, 200), "heldout"),
-        ("tiny_transformer_l1_s16", (50, 200), "heldout"),
+        ("quadratic", (200,), "train"),
+        ("mnist_mlp_h20_d1_sigmoid", (100,), "train"),
+        ("quadratic_illcond", (200,), "heldout"),
+        ("tiny_transformer_l1_s16", (200,), "heldout"),
     ),
 }
 
