@@ -365,6 +365,39 @@ def studies_doc() -> str:
     ])  # fmt: skip
 
 
+OWN_BEGIN, OWN_END = "<!-- own problems: begin -->", "<!-- own problems: end -->"
+GUIDE = os.path.join(ROOT, "docs", "meta-training.md")
+
+
+def own_table() -> str:
+    """The meta-train-your-own route's measured figures, from plots/own_*.json."""
+    head = ["family", "steps", "meta-trained / tuned Adam", "shipped default / tuned Adam",
+            "meta-trained / shipped default", "command"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    files = sorted(f for f in os.listdir(PLOTS) if f.startswith("own_") and f.endswith(".json"))
+    for name in files:
+        r = load(name)
+        opts, steps = r["optimizers"], r["steps"]
+        mine, default = (
+            opts["lstm:meta-trained"],
+            next(v for k, v in opts.items() if k.startswith("lstm:") and k != "lstm:meta-trained"),
+        )
+        lines.append("| " + " | ".join([
+            r["problem"], str(steps), ratio(mine, opts["adam"], steps),
+            ratio(default, opts["adam"], steps), ratio(mine, default, steps),
+            f"`{r['command']}`",
+        ]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def with_block(text: str, begin: str, end: str, block: str, where: str) -> str:
+    if begin not in text or end not in text:
+        raise SystemExit(f"{where} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail_text = rest.split(end, 1)
+    return head + begin + "\n" + block + "\n" + end + tail_text
+
+
 def readme_with_table(text: str) -> str:
     if BEGIN not in text or END not in text:
         raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
@@ -379,7 +412,11 @@ def main() -> None:
     args = parser.parse_args()
     with open(README) as f:
         readme = f.read()
-    want = {DOC: doc(), STUDIES: studies_doc(), README: readme_with_table(readme)}
+    with open(GUIDE) as f:
+        guide = with_block(f.read(), OWN_BEGIN, OWN_END, own_table(), "docs/meta-training.md")
+    want = {
+        DOC: doc(), STUDIES: studies_doc(), README: readme_with_table(readme), GUIDE: guide,
+    }  # fmt: skip
     stale = []
     for path, text in want.items():
         current = open(path).read() if os.path.exists(path) else None

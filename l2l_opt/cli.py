@@ -32,7 +32,7 @@ from l2l_opt import (
 )
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError, flatten, set_dotted
-from l2l_opt.meta_train import MetaTrainConfig
+from l2l_opt.meta_train import MetaTrainConfig, own_problem_config
 from l2l_opt.problem import Mixture, Problem, as_mixture
 from l2l_opt.problems import datasets, suites
 from l2l_opt.run import log_status
@@ -245,16 +245,24 @@ def config_from_flags(args: argparse.Namespace) -> tuple[MetaTrainConfig, dict[s
 
 
 def meta_train(args: argparse.Namespace) -> str:
-    """``l2l-opt meta-train``: flags in, `l2l_opt.run.meta_train` out."""
+    """``l2l-opt meta-train``: flags in, `l2l_opt.run.meta_train` out.
+
+    For your own problem (``--problem module:factory``) the defaults are the recipe of
+    `l2l_opt.meta_train.own_problem_config`: from the shipped default weights, 600 s,
+    choosing on 16 validation instances; flags and ``--set`` change any of it. With
+    ``--architecture``, ``--set net.*``, ``--config`` or ``--init-weights``, it trains what
+    they say, as for the suite's problems."""
     for flag, v in (
         ("--outer-steps", args.outer_steps),
         ("--checkpoint-every", args.checkpoint_every),
+        ("--validate", None if args.validate is None else args.validate + 1),
     ):
-        if v <= 0:
+        if v is not None and v <= 0:
             raise UsageError(f"{flag}={v} is invalid: must be an integer > 0")
     config, given = config_from_flags(args)
     spec = args.problem
-    ckpt = os.path.join(args.out, run.CHECKPOINT)
+    out = args.out or os.path.join("runs", (spec or DEFAULT_PROBLEM).replace(":", "_"))
+    ckpt = os.path.join(out, run.CHECKPOINT)
     if spec is None:  # a resumed run goes on with its own problem
         spec = DEFAULT_PROBLEM
         if args.resume and os.path.exists(ckpt):
@@ -263,19 +271,50 @@ def meta_train(args: argparse.Namespace) -> str:
             except CheckpointError:
                 pass  # the run loop says what is wrong with the checkpoint
     problem = resolve_problem(spec)
+    own = ":" in spec and not (
+        args.architecture or args.config or args.init_weights
+        or any(k.startswith("net.") for k in given)
+    )  # fmt: skip
+    init_weights, validate, budget = args.init_weights, args.validate, args.time_budget
+    if own:
+        config = _own_config(problem, given)
+        init_weights = pretrained.DEFAULT
+        validate = run.OWN_VALIDATE if validate is None else validate
+        if args.outer_steps is None and budget is None:
+            budget = run.OWN_TIME_BUDGET
+        log_status(
+            f"your own problem: the recipe from the shipped {pretrained.DEFAULT!r} weights "
+            f"(PES, horizon {config.horizon}), "
+            + (f"{budget:g} s" if budget else f"{args.outer_steps} outer steps")
+            + (f", choosing on {validate} validation instances" if validate else "")
+        )
+    elif args.outer_steps is None and budget is None:
+        raise UsageError("give --outer-steps, --time-budget, or both")
     return run.meta_train(
         config,
         problem,
-        args.out,
+        out,
         outer_steps=args.outer_steps,
         seed=args.seed,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
-        time_budget=args.time_budget,
-        init_weights=args.init_weights,
+        time_budget=budget,
+        init_weights=init_weights,
         given=given,
         info={"problem": spec},
+        validate=validate or 0,
     )
+
+
+def _own_config(problem: Any, given: dict[str, Any]) -> MetaTrainConfig:
+    """`own_problem_config(problem)` with the settings the user gave on top."""
+    tree = own_problem_config(problem).to_dict()
+    name = given.get("estimator.name")
+    if name is not None and name != tree["estimator"]["name"]:
+        tree["estimator"] = {"name": name}  # another estimator: its own defaults
+    for key, value in given.items():
+        set_dotted(tree, key, value)
+    return MetaTrainConfig.from_dict(tree)
 
 
 def compare_command(
@@ -304,6 +343,17 @@ def compare_command(
     save_figure(results, fig_path)
     print(f"wrote {os.path.join(out, 'results.json')} and {fig_path}")
     return results
+
+
+def _compare_weights(weights: list[str] | None) -> Any:
+    """``--weights`` as `compare.compare` takes them: None, one, or ``{label: weights}`` (the
+    label a shipped name, or a file's run directory and name)."""
+    if not weights or len(weights) == 1:
+        return weights[0] if weights else None
+    labels = [w if w in pretrained.names() else os.path.relpath(w) for w in weights]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"--weights given twice: {weights}")
+    return dict(zip(labels, weights, strict=True))
 
 
 def save_figure(results: dict[str, Any], path: str, **options: Any) -> None:
@@ -547,8 +597,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "meta-train", help="meta-train a learned optimizer (TBPTT or PES)", allow_abbrev=False
     )
-    p.add_argument("--outer-steps", type=int, required=True)
-    p.add_argument("--out", required=True, help="run directory (checkpoint, weights, metrics)")
+    p.add_argument(
+        "--outer-steps", type=int, default=None,
+        help="outer steps to train up to (default: until --time-budget)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", default=None,
+        help="run directory (checkpoint, weights, metrics; default runs/<problem>)",
+    )  # fmt: skip
     p.add_argument(
         "--problem",
         default=None,
@@ -565,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-weights", default=None, help="start from these weights (file or shipped name)"
     )
+    p.add_argument(
+        "--validate", type=int, default=None, metavar="N",
+        help="keep the weights that do best on N validation instances, and report against "
+        "tuned Adam (default: 16 for module:factory problems, else 0)",
+    )  # fmt: skip
     p.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process")
@@ -593,7 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--problem", default=DEFAULT_PROBLEM,
         help="a name from `l2l-opt problems`, or module:factory for your own",
     )  # fmt: skip
-    p.add_argument("--weights", default=None, help="weights .npz or shipped name")
+    p.add_argument(
+        "--weights", action="append", default=None,
+        help="weights .npz or shipped name (repeatable: one row each; default: the shipped "
+        "default)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="(default: the problem's horizon)")
     p.add_argument("--out", required=True)
     p.add_argument("--num-test", type=int, default=100)
@@ -675,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             compare_command(
                 args.problem,
-                args.weights,
+                _compare_weights(args.weights),
                 args.out,
                 steps=args.steps,
                 num_test=args.num_test,

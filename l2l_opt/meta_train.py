@@ -238,6 +238,24 @@ def meta_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
     )
 
 
+def own_problem_config(problem: Problem | Mixture) -> MetaTrainConfig:
+    """The settings for meta-training on your own problem, from the shipped default weights
+    (whose network replaces ``net``): PES over whole runs of the problem's horizon T, in
+    truncations of K = min(20, max(1, T // 4)) steps, on the mean log loss (so that instances
+    of different scales count alike), 8 optimizees per outer step (2 CPU cores), told their
+    horizon half the time. `l2l_opt.run.meta_train` with ``config=None`` runs it."""
+    horizon = max(p.horizon for p, _ in as_mixture(problem))
+    k = min(20, max(1, horizon // 4))
+    return MetaTrainConfig(
+        num_tasks=8,
+        unroll_length=k,
+        horizon=k * -(-horizon // k),
+        tell_horizon=0.5,
+        estimator="pes",
+        meta_objective="mean_log",
+    )
+
+
 def mixture_of(problem: Problem | Mixture, config: MetaTrainConfig) -> Mixture:
     """`problem` as a mixture, each member augmented as `config` says."""
     mixture = as_mixture(problem)

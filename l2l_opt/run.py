@@ -3,16 +3,18 @@
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from l2l_opt import checkpoint, transform
+from l2l_opt import checkpoint, pretrained, transform, validation
 from l2l_opt import meta_train as meta_train_lib
 from l2l_opt.checkpoint import CheckpointError
 from l2l_opt.config import ConfigError, flatten
@@ -35,11 +37,11 @@ def log_status(message: str) -> None:
 
 
 def meta_train(
-    config: MetaTrainConfig,
+    config: MetaTrainConfig | None,
     problem: Problem | Mixture,
     out: str | os.PathLike,
     *,
-    outer_steps: int,
+    outer_steps: int | None = None,
     seed: int = 0,
     resume: bool = False,
     checkpoint_every: int = 200,
@@ -48,18 +50,27 @@ def meta_train(
     given: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
     progress: bool = True,
+    validate: int | None = None,
     **runtime_options: Any,
 ) -> str:
     """Runs (or resumes) meta-training of ``config.net`` on `problem` into `out`.
 
     Writes `out`/checkpoint.npz every `checkpoint_every` outer steps (atomically; the state
-    resumes bit for bit), `out`/metrics.jsonl, and `out`/weights.npz at the end.
+    resumes bit for bit), `out`/metrics.jsonl, and `out`/weights.npz at the end. With
+    `validate`, `out`/weights.npz holds the weights that did best on the problem's validation
+    instances so far (the start's included), and the run ends with a report against tuned
+    Adam and its start, with a warning where it is no better than either.
 
     Args:
-      config: the run's settings; on resume, the checkpoint's own config is used.
+      config: the run's settings; on resume, the checkpoint's own config is used. None: the
+        recipe for your own problem (`l2l_opt.meta_train.own_problem_config`), from the
+        shipped default weights (unless `init_weights`), choosing its weights on 16
+        validation instances (unless `validate`), for 600 s (without `outer_steps` or
+        `time_budget`).
       problem: a `Problem` or a weighted mixture ``((problem, weight), ...)``.
       out: the run directory.
-      outer_steps: the outer step to train up to (counted from the run's start).
+      outer_steps: the outer step to train up to (counted from the run's start); None: until
+        `time_budget`.
       seed: the run's seed.
       resume: continue from `out`'s checkpoint if there is one.
       checkpoint_every: outer steps between checkpoints.
@@ -71,6 +82,9 @@ def meta_train(
       info: JSON-able facts saved with the checkpoint and weights (e.g. the problem's name);
         on resume, they must match the checkpoint's.
       progress: show a progress bar.
+      validate: validation instances per problem (0, or None with a `config`: none). Tuned
+        Adam is scored on them at the start, and each checkpoint's weights against it
+        (`l2l_opt.validation`).
       **runtime_options: passed to `l2l_opt.meta_train_step` (e.g. ``copies_from``).
 
     Returns:
@@ -81,8 +95,21 @@ def meta_train(
       RuntimeError: `config.max_nonfinite` non-finite outer steps in a row.
     """
     out = os.fspath(out)
+    if config is None:  # your own problem's recipe
+        config = meta_train_lib.own_problem_config(problem)
+        init_weights = pretrained.DEFAULT if init_weights is None else init_weights
+        validate = OWN_VALIDATE if validate is None else validate
+        if outer_steps is None and time_budget is None:
+            time_budget = OWN_TIME_BUDGET
+    validate = 0 if validate is None else validate
+    if outer_steps is None and time_budget is None:
+        raise RunError("give outer_steps (--outer-steps), time_budget (--time-budget), or both")
+    if outer_steps is None:
+        outer_steps = UNTIL_TIME_BUDGET
     if not isinstance(outer_steps, int) or outer_steps <= 0:
         raise RunError(f"outer_steps={outer_steps} is invalid: must be an integer > 0")
+    if not isinstance(validate, int) or isinstance(validate, bool) or validate < 0:
+        raise RunError(f"validate={validate!r} is invalid: must be an integer >= 0")
     if not isinstance(checkpoint_every, int) or checkpoint_every <= 0:
         raise RunError(f"checkpoint_every={checkpoint_every} is invalid: must be an integer > 0")
     if time_budget is not None and not time_budget > 0:
@@ -128,6 +155,9 @@ def meta_train(
         state = meta_train_lib.shard_state(state, mesh)
         data = meta_train_lib.replicate(data, mesh)
         log_status(f"meta-training on {jax.device_count()} devices ({jax.process_count()} hosts)")
+    chooser = _Chooser(problem, config, validate, seed, out, info) if validate else None
+    if chooser is not None:
+        chooser.start(state)
     steps: dict[MetaTrainConfig, Any] = {}  # one compiled step per curriculum stage
 
     def step_fn(state):
@@ -146,9 +176,10 @@ def meta_train(
     start = int(state.step)
     if progress and start < outer_steps:
         log_status("compiling the meta-training step: the first step takes the longest")
+    total = None if outer_steps == UNTIL_TIME_BUDGET else outer_steps
     bar = tqdm(
-        total=outer_steps, initial=start, desc="meta-train", unit="step",
-        dynamic_ncols=True, disable=not progress,
+        total=total, initial=start, desc="meta-train", unit="step", dynamic_ncols=True,
+        disable=not progress,
     )  # fmt: skip
     window: list[float] = []
     t0 = time.perf_counter()
@@ -181,6 +212,8 @@ def meta_train(
                 "seconds": round(time.perf_counter() - t0, 3),
             }
             host_state = _host_copy(state)
+            if chooser is not None:
+                line["validation"] = chooser.check(host_state.theta, step)
             if jax.process_index() == 0:
                 checkpoint.save_state(ckpt, host_state, {**info, "step": step})
                 with open(os.path.join(out, METRICS), "a") as f:
@@ -194,12 +227,69 @@ def meta_train(
                 break
     bar.close()
     weights = os.path.join(out, WEIGHTS)
+    if chooser is not None:
+        chooser.finish()
+        return weights
     theta = _host_copy(state.theta)
     if jax.process_index() == 0:
         checkpoint.save_weights(
             weights, theta, config.net, {**info, "outer_steps": int(state.step)}
         )
     return weights
+
+
+# Your own problem's recipe (``config=None``): validation instances, and seconds of training.
+OWN_VALIDATE = 16
+OWN_TIME_BUDGET = 600.0
+# outer_steps when only a time budget is given: more than any budget allows.
+UNTIL_TIME_BUDGET = 10**9
+
+
+class _Chooser:
+    """Keeps in `out`/weights.npz the weights that do best on `problem`'s validation
+    instances (`l2l_opt.validation`), the run's start among them, and reports at the end."""
+
+    def __init__(self, problem, config, num_val, seed, out, info):
+        log_status(f"tuning Adam on {num_val} validation instances, to score the run against")
+        self.v = validation.validator(problem, num_val, seed)
+        self.losses = self.v.losses_of_weights(config.net)
+        self.net, self.info, self.path = config.net, info, os.path.join(out, WEIGHTS)
+
+    def start(self, state):
+        previous = checkpoint.read_weights_info(self.path) if os.path.exists(self.path) else {}
+        chosen = previous.get("validation")
+        if chosen is not None:  # a resumed run: its best so far, and its start's losses
+            self.best, self.start_losses = chosen, chosen["start_losses"]
+            return
+        theta = _host_copy(state.theta)
+        self.start_losses = self.losses(theta)
+        self.best = {"score": math.inf}
+        self.check(theta, int(state.step))
+
+    def check(self, theta, step) -> float:
+        losses = self.losses(theta)
+        score = validation.ratio_to_adam(losses, self.v.adam)
+        if score < self.best["score"] or not os.path.exists(self.path):
+            self.best = {
+                "step": step, "score": score, "losses": losses,
+                "start_losses": self.start_losses, "adam": list(self.v.adam),
+                "adam_learning_rate": list(self.v.adam_learning_rate),
+            }  # fmt: skip
+            if jax.process_index() == 0:
+                info = {**self.info, "outer_steps": step, "validation": self.best}
+                checkpoint.save_weights(self.path, theta, self.net, info)
+        return score
+
+    def finish(self):
+        start = self.info.get("init_weights", "untrained")
+        rows = {
+            f"result (outer step {self.best['step']})": self.best["losses"],
+            f"start ({start})": self.start_losses,
+        }
+        table, warnings_ = validation.report(self.v, rows)
+        log_status(table)
+        for w in warnings_:
+            warnings.warn(w, stacklevel=2)
 
 
 def _host_copy(tree):

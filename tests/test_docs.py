@@ -54,7 +54,7 @@ def test_docs_examples_run_as_written(page, tmp_path):
         # Both routes trained on the user's problem and compared with the baselines.
         assert (tmp_path / "runs/mine/weights.npz").exists()
         assert (tmp_path / "runs/mine-cli/weights.npz").exists()
-        assert sum("least_squares" in out and "adam" in out for out in outputs) == 2
+        assert sum("linreg" in out and "adam" in out for out in outputs) == 2
 
 
 def test_import_works_beside_a_problems_py(tmp_path):

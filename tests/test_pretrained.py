@@ -2,6 +2,7 @@ import pathlib
 import re
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -62,7 +63,7 @@ def test_the_mixture_weights_are_the_cheap_shape_trained_on_training_families_on
 
 def test_shipped_name_and_unknown_name():
     l2l_opt.learned_opt("quadratic")
-    with pytest.raises(ValueError, match="no shipped weights named 'nope'; shipped: mixture, mn"):
+    with pytest.raises(ValueError, match="named 'nope'; shipped: mixture, mixture_start, mn"):
         pretrained.path("nope")
 
 
@@ -70,7 +71,7 @@ def test_shipped_name_and_unknown_name():
     "name,message",
     [
         ("quadratc", "no shipped weights named 'quadratc'; did you mean 'quadratic'? shipped:"),
-        ("nosuch", "named 'nosuch'; shipped: mixture, mnist, quadratic; nor is it a"),
+        ("nosuch", "'nosuch'; shipped: mixture, mixture_start, mnist, quadratic; nor is it"),
     ],
 )
 def test_unknown_names_list_the_shipped_ones_and_the_closest(name, message):
@@ -84,3 +85,20 @@ def test_package_never_uses_pickle_or_eval():
     pattern = re.compile(r"\bimport pickle\b|allow_pickle\s*=\s*True|\beval\(|\bexec\(")
     for path in [*root.rglob("*.py"), *(root.parent / "problems").rglob("*.py")]:
         assert not pattern.search(path.read_text()), path
+
+
+def test_the_default_ships_with_its_untrained_starting_point():
+    """`<default>_start`: the default's architecture with zero heads, so its first step is
+    Adam's at the output scale on the decay (m_hat / sqrt(v_hat) = sign(g) at step 1, times
+    1 / sqrt(1 + 1 / 100))."""
+    start = pretrained.start_of(pretrained.DEFAULT)
+    assert start in pretrained.names()
+    theta, arch = pretrained.load(start)
+    assert arch == pretrained.load(pretrained.DEFAULT)[1]
+    assert not theta["magnitude"]["w"].any() and not theta["magnitude"]["b"].any()
+    tx = l2l_opt.learned_opt(start)
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    g = {"w": jnp.array([0.5, -4.0, 0.0])}
+    u, _ = tx.update(g, tx.init(params), params)
+    step = 0.03 / np.sqrt(1 + 1 / 100)
+    np.testing.assert_allclose(u["w"], [-step, step, 0.0], rtol=1e-5, atol=1e-7)

@@ -11,12 +11,20 @@ import jax
 from l2l_opt import architecture, checkpoint
 
 DEFAULT = "mixture"
-# name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each.
+# name -> sha256 of l2l_opt/pretrained/<name>.npz; a test recomputes each. Each default
+# ships with its starting point, `<default>_start` (the untrained weights its meta-training
+# started from), so that what meta-training added can be measured (`start_of`).
 SHA256 = {
     "mixture": "25ee4e9789e47cef464fddcfa495d311aabebbf313a47eeacdc996314bdfe01d",
+    "mixture_start": "195929e9928efa36fa21181c28f278fbb1f5a0a3a354dde7028b62f7316071e4",
     "mnist": "b9bbc1fc4c4151fda1be26827dbdc47ee4dcf0f6ff72234211ce750d2724a21f",
     "quadratic": "f2bef9db3d1e052662cfc3bb3679cdbae215170d379559aa02fd4ee5d55bd85a",
 }
+
+
+def start_of(name: str) -> str:
+    """The name of the untrained starting point shipped with weights `name`."""
+    return f"{name}_start"
 
 
 def names() -> tuple[str, ...]:
