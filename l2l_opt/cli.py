@@ -598,12 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
         "meta-train", help="meta-train a learned optimizer (TBPTT or PES)", allow_abbrev=False
     )
     p.add_argument(
-        "--outer-steps", type=int, default=None,
+        "--outer-steps", type=int, default=None, metavar="N",
         help="outer steps to train up to (default: until --time-budget)",
     )  # fmt: skip
     p.add_argument(
-        "--out", default=None,
-        help="run directory (checkpoint, weights, metrics; default runs/<problem>)",
+        "--out", default=None, metavar="DIR", help="run directory (default runs/<problem>)",
     )  # fmt: skip
     p.add_argument(
         "--problem",
@@ -613,22 +612,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from DIR's checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
     p.add_argument(
-        "--time-budget", type=float, default=None,
-        help="seconds after which the run checkpoints and stops (go on with --resume)",
+        "--time-budget", type=float, default=None, metavar="SECONDS",
+        help="checkpoint and stop after this long (go on with --resume)",
     )  # fmt: skip
     p.add_argument(
-        "--init-weights", default=None, help="start from these weights (file or shipped name)"
+        "--init-weights",
+        default=None,
+        metavar="W",
+        help="start from these weights (file or shipped name)",
     )
     p.add_argument(
         "--validate", type=int, default=None, metavar="N",
-        help="keep the weights that do best on N validation instances, and report against "
-        "tuned Adam (default: 16 for module:factory problems, else 0)",
+        help="keep the weights best on N validation instances, report against tuned Adam "
+        "(default 16 for module:factory, else 0)",
     )  # fmt: skip
-    p.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
-    p.add_argument("--num-processes", type=int, default=None, help="multi-host: processes")
-    p.add_argument("--process-id", type=int, default=None, help="multi-host: this process")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-host: process 0")
+    p.add_argument("--num-processes", type=int, default=None, metavar="N", help="multi-host")
+    p.add_argument("--process-id", type=int, default=None, metavar="I", help="multi-host")
     p.add_argument(
         "--config", default=None, metavar="FILE",
         help="settings from a JSON or TOML file of MetaTrainConfig's fields (docs/cli.md)",
