@@ -25,16 +25,6 @@ class Validator(NamedTuple):
     adam: tuple[float, ...]  # per member: tuned Adam's mean tail loss
     adam_learning_rate: tuple[float, ...]
 
-    def losses(self, opt: optax.GradientTransformation) -> list[float]:
-        """Per member: `opt`'s mean tail loss on the validation instances."""
-        out = []
-        for p in self.members:
-            run = jax.jit(
-                lambda k, d, p=p: evaluate.tail_mean(evaluate.loss_curves(p, opt, k, p.horizon, d))
-            )
-            out.append(float(np.mean(np.asarray(run(self.keys, p.data), np.float64))))
-        return out
-
     def losses_of_weights(self, arch: Any) -> Any:
         """``theta -> per-member losses`` of ``arch.opt(theta)``, compiled once per member (for
         scoring a run's checkpoints)."""
@@ -55,13 +45,10 @@ class Validator(NamedTuple):
 
         return losses
 
-    def score(self, opt: optax.GradientTransformation) -> float:
-        """Geometric mean over the members of `opt`'s tail loss over tuned Adam's (inf if
-        not finite)."""
-        return ratio_to_adam(self.losses(opt), self.adam)
-
 
 def ratio_to_adam(losses: list[float], adam: tuple[float, ...]) -> float:
+    """Geometric mean over the members of `losses` over tuned Adam's (inf if any is not
+    finite or not positive)."""
     pairs = zip(losses, adam, strict=True)
     logs = [math.log(a / b) if a > 0 and b > 0 else math.nan for a, b in pairs]
     if not all(math.isfinite(x) for x in logs):
