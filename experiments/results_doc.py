@@ -261,6 +261,24 @@ def more_instances(results: dict) -> str:
     return "".join(f" ({t}: {a} test and {b} validation)" for t, (a, b) in counts.items())
 
 
+def references(results: dict) -> list[str]:
+    """What the ablation rows of a suite are, for those it has."""
+    lines = []
+    for name in results["summary"]:
+        if "_start'" in name and "num_steps" not in name:
+            lines.append(
+                f"- `{name}`: the default's untrained starting point (Adam on the decay under"
+                " the hand-set gain); the default against it shows what meta-training added."
+            )
+        if "hand_rule" in name and "num_steps" not in name:
+            path = name.split("'")[1]
+            lines.append(
+                f"- `{name}`: the hand rule alone, the default with its magnitude head's"
+                f" weights set to zero (`python -m experiments.hand_rule {path}`)."
+            )
+    return [*lines, ""] if lines else []
+
+
 def suite_section() -> list[str]:
     """The evaluation suites whose JSON is in plots/ (`l2l-opt evaluate --out plots/...`)."""
     parts = []
@@ -277,6 +295,7 @@ def suite_section() -> list[str]:
             f"{more_instances(results)}. Command: `{command}`.",
             "",
             *([REUSE_NOTE, ""] if "--reuse-baselines" in results.get("command", "") else []),
+            *references(results),
             suite_summary(results),
             "",
             suite_cells(results),
@@ -291,7 +310,8 @@ def readme_table() -> str:
     told the horizon), all cells and held-out cells, its figure and its command."""
     results = load("suite_default.json")
     command = results.get("command", "")
-    names = [n for n in results["summary"] if n.startswith(next(iter(results["summary"]))[:-1])]
+    first = next(iter(results["summary"]))
+    names = [n for n in (first, first[:-1] + ", num_steps=T)") if n in results["summary"]]
     reused = (
         " (baselines from an earlier run of the suite)." if "--reuse-baselines" in command else "."
     )
