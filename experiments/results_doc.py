@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from l2l_opt import suite
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PLOTS = os.path.join(ROOT, "plots")
 DOC = os.path.join(ROOT, "docs", "results.md")
@@ -138,10 +140,7 @@ def study_rows() -> list[list[str]]:
 
 
 # Competitors counted in the summaries, where a suite's cells have them.
-COMPETITORS = {
-    "adamw_cosine": "AdamW-cosine", "nag": "NAG", "muon": "Muon", "prodigy": "prodigy",
-    "schedule_free_adamw": "schedule-free AdamW", "mechanic": "Mechanic", "dog": "DoG",
-}  # fmt: skip
+COMPETITORS = {k: v for k, v in {**suite.TUNED_NAMES, **suite.UNTUNED_NAMES}.items() if k != "adam"}
 
 
 def record(cells: list[dict], name: str) -> dict:
@@ -195,7 +194,12 @@ def default_sentence(results: dict) -> str:
     heldout = [c for c in results["cells"] if c["split"] == "heldout"]
     a, h = record(results["cells"], name), record(heldout, name)
     best = ", ".join(
-        sorted({TUNED.get(c["best_baseline"], c["best_baseline"]) for c in results["cells"]})
+        sorted(
+            {
+                suite.TUNED_NAMES.get(c["best_baseline"], c["best_baseline"])
+                for c in results["cells"]
+            }
+        )
     )
     return (
         f"`{name}` beats tuned Adam on {a['adam']} of {a['cells']} cells ({a['adam_significant']}"
@@ -204,9 +208,6 @@ def default_sentence(results: dict) -> str:
         f" ({h['adam_significant']}), median {h['median']:.2f}. It beats the best tuned"
         f" baseline of each cell (among {best}) on {a['best']} ({a['best_significant']})."
     )
-
-
-TUNED = {"adam": "Adam", "adamw_cosine": "AdamW-cosine", "nag": "NAG", "muon": "Muon"}
 
 
 def suite_cells(results: dict) -> str:
