@@ -144,23 +144,19 @@ COMPETITORS = {k: v for k, v in {**suite.TUNED_NAMES, **suite.UNTUNED_NAMES}.ite
 
 
 def record(cells: list[dict], name: str) -> dict:
-    """`name`'s wins over `cells`, counted from each cell's ratios and their intervals."""
-    ratios = [c["ratios"][name] for c in cells]
-    count = lambda test: sum(bool(test(r)) for r in ratios)
-    to_adam = [r["adam"]["ratio"] for r in ratios]
+    """`name`'s wins over `cells` (`l2l_opt.suite.summary`, from each cell's ratios and their
+    intervals) as counts of cells."""
+    s = suite.summary(cells, name)["all"]
+    count = lambda key: round(s[key] * s["cells"])
     return {
-        "cells": len(cells),
-        "adam": count(lambda r: r["adam"]["ratio"] < 1),
-        "adam_significant": count(lambda r: r["adam"]["high"] < 1),
-        "median": float(np.median(to_adam)),
-        "largest": float(np.max(to_adam)),
-        "best": count(lambda r: r["best_baseline"]["ratio"] < 1),
-        "best_significant": count(lambda r: r["best_baseline"]["high"] < 1),
-        **{
-            k: count(lambda r, k=k: r[k]["ratio"] < 1)
-            for k in COMPETITORS
-            if all(k in r for r in ratios)
-        },
+        "cells": s["cells"],
+        "adam": count("beats_tuned_adam"),
+        "adam_significant": count("beats_tuned_adam_significant"),
+        "median": s["median_ratio_to_adam"],
+        "largest": s["max_ratio_to_adam"],
+        "best": count("beats_best_tuned"),
+        "best_significant": count("beats_best_tuned_significant"),
+        **{k: count(f"beats_{k}") for k in COMPETITORS if f"beats_{k}" in s},
     }
 
 
