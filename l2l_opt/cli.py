@@ -278,10 +278,9 @@ def meta_train(args: argparse.Namespace) -> str:
     init_weights, validate, budget = args.init_weights, args.validate, args.time_budget
     if own:
         config = _own_config(problem, given)
-        init_weights = pretrained.DEFAULT
-        validate = run.OWN_VALIDATE if validate is None else validate
-        if args.outer_steps is None and budget is None:
-            budget = run.OWN_TIME_BUDGET
+        init_weights, validate, budget = run.own_problem_defaults(
+            None, validate, args.outer_steps, budget
+        )
         log_status(
             f"your own problem: the recipe from the shipped {pretrained.DEFAULT!r} weights "
             f"(PES, horizon {config.horizon}), "

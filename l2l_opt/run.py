@@ -97,10 +97,9 @@ def meta_train(
     out = os.fspath(out)
     if config is None:  # your own problem's recipe
         config = meta_train_lib.own_problem_config(problem)
-        init_weights = pretrained.DEFAULT if init_weights is None else init_weights
-        validate = OWN_VALIDATE if validate is None else validate
-        if outer_steps is None and time_budget is None:
-            time_budget = OWN_TIME_BUDGET
+        init_weights, validate, time_budget = own_problem_defaults(
+            init_weights, validate, outer_steps, time_budget
+        )
     validate = 0 if validate is None else validate
     if outer_steps is None and time_budget is None:
         raise RunError("give outer_steps (--outer-steps), time_budget (--time-budget), or both")
@@ -241,6 +240,25 @@ def meta_train(
 # Your own problem's recipe (``config=None``): validation instances, and seconds of training.
 OWN_VALIDATE = 16
 OWN_TIME_BUDGET = 600.0
+
+
+def own_problem_defaults(
+    init_weights: str | None,
+    validate: int | None,
+    outer_steps: int | None,
+    time_budget: float | None,
+) -> tuple[str, int, float | None]:
+    """The recipe's `init_weights`, `validate` and `time_budget` where the caller gave none:
+    the shipped default, `OWN_VALIDATE`, and `OWN_TIME_BUDGET` without `outer_steps`."""
+    if outer_steps is None and time_budget is None:
+        time_budget = OWN_TIME_BUDGET
+    return (
+        pretrained.DEFAULT if init_weights is None else init_weights,
+        OWN_VALIDATE if validate is None else validate,
+        time_budget,
+    )  # fmt: skip
+
+
 # outer_steps when only a time budget is given: more than any budget allows.
 UNTIL_TIME_BUDGET = 10**9
 
